@@ -1,0 +1,376 @@
+"""Datasets as uint8 tensors, the seeds' splits, and where the files are found.
+
+Three datasets are supported, read from their official file formats:
+
+* ``fashion-mnist``: the four idx files (``.gz`` or uncompressed), in a data root
+  directly, in torchvision's ``FashionMNIST/raw/`` layout, or where Debian's
+  ``dataset-fashion-mnist`` package puts them (``/usr/share/datasets/fashion-mnist``).
+* ``cifar10`` / ``cifar100``: the ``cifar-10-batches-py`` / ``cifar-100-python`` pickle
+  folders (or the ``.tar.gz`` archive next to them, which is extracted).
+
+Every sample keeps its index in the official split as its id: ``test #3640`` is the
+3641st image of the official test set in every report.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import shutil
+import struct
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASETS = ("fashion-mnist", "cifar10", "cifar100")
+DATA_ROOT_ENV = "CNN_STRESS_DATA"
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+# Validation split sizes of the seeds (random_split with seed 42 of the official train set).
+VAL_SIZE = {"fashion-mnist": 6_000, "cifar10": 5_000, "cifar100": 5_000}
+SPLIT_SEED = 42
+
+# The idx files carry no names: these are the dataset's published class names, in label order
+# (torchvision.datasets.FashionMNIST.classes; a test checks they agree). Kept here so that
+# reading them does not import torchvision's dataset module (seconds of start-up).
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+_FMNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_CIFAR = {
+    "cifar10": {
+        "folder": "cifar-10-batches-py",
+        "archive": "cifar-10-python.tar.gz",
+        "train": [f"data_batch_{i}" for i in range(1, 6)],
+        "test": ["test_batch"],
+        "meta": ("batches.meta", "label_names"),
+        "label_key": "labels",
+    },
+    "cifar100": {
+        "folder": "cifar-100-python",
+        "archive": "cifar-100-python.tar.gz",
+        "train": ["train"],
+        "test": ["test"],
+        "meta": ("meta", "fine_label_names"),
+        "label_key": "fine_labels",
+    },
+}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset's files are in none of the places searched."""
+
+
+class DatasetFormatError(ValueError):
+    """The dataset's files exist but are not in the expected format."""
+
+
+def default_data_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cnn-stress" / "data"
+
+
+def search_roots(data_root: str | os.PathLike | None = None) -> list[Path]:
+    """Data roots in the order they are searched: option, environment, default cache."""
+    roots: list[Path] = []
+    if data_root:
+        roots.append(Path(data_root).expanduser())
+    if os.environ.get(DATA_ROOT_ENV):
+        roots.append(Path(os.environ[DATA_ROOT_ENV]).expanduser())
+    roots.append(default_data_root())
+    out: list[Path] = []
+    for r in roots:
+        if r not in out:
+            out.append(r)
+    return out
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset held as uint8 NCHW tensors plus the seeds' train/validation split.
+
+    ``train_idx`` and ``val_idx`` index the official training split; ids of test
+    samples are their index in the official test split.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    train_x: torch.Tensor  # uint8 (N, C, H, W), the whole official training split
+    train_y: torch.Tensor  # int64 (N,)
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    train_idx: torch.Tensor  # int64 indices into train_x
+    val_idx: torch.Tensor
+    source: str
+    fingerprint: str = field(default="")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images uint8, labels, ids) of ``train``, ``val`` or ``test``."""
+        if name == "train":
+            return self.train_x[self.train_idx], self.train_y[self.train_idx], self.train_idx
+        if name == "val":
+            return self.train_x[self.val_idx], self.train_y[self.val_idx], self.val_idx
+        if name == "test":
+            ids = torch.arange(len(self.test_y))
+            return self.test_x, self.test_y, ids
+        raise ValueError(f"unknown split {name!r}: use 'train', 'val' or 'test'")
+
+
+def seed_split(n: int, val_size: int, seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split of ``torch.utils.data.random_split(range(n), [n - val, val], seed)``.
+
+    The seeds split with ``random_split`` and ``torch.Generator().manual_seed(42)``;
+    this returns the same indices without building a Subset.
+    """
+    if not 0 < val_size < n:
+        raise ValueError(f"validation size {val_size} must be between 1 and {n - 1}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[: n - val_size].clone(), perm[n - val_size :].clone()
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.contiguous()
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def class_names(name: str, data_root: str | os.PathLike | None = None) -> tuple[str, ...]:
+    """The class names, read from the dataset (cheap: CIFAR reads only its meta file)."""
+    _check_name(name)
+    if name == "fashion-mnist":
+        return FASHION_MNIST_CLASSES
+    folder = _find_cifar(name, data_root, download=False)
+    return _cifar_classes(name, folder)
+
+
+def load(name: str, data_root: str | os.PathLike | None = None, *, download: bool = True) -> Dataset:
+    """Load a dataset as tensors with the seeds' split (seed 42)."""
+    _check_name(name)
+    if name == "fashion-mnist":
+        folder = _find_fashion_mnist(data_root, download)
+        train_x = _read_idx(folder, "train_images")
+        train_y = _read_idx(folder, "train_labels")
+        test_x = _read_idx(folder, "test_images")
+        test_y = _read_idx(folder, "test_labels")
+        if train_x.ndim != 3 or test_x.ndim != 3 or len(train_x) != len(train_y) or len(test_x) != len(test_y):
+            raise DatasetFormatError(f"fashion-mnist files in {folder} have inconsistent shapes")
+        train_x, test_x = train_x[:, None], test_x[:, None]
+        classes = class_names(name)
+        source = str(folder)
+    else:
+        folder = _find_cifar(name, data_root, download)
+        spec = _CIFAR[name]
+        train_x, train_y = _read_cifar_batches(folder, spec["train"], spec["label_key"])
+        test_x, test_y = _read_cifar_batches(folder, spec["test"], spec["label_key"])
+        classes = _cifar_classes(name, folder)
+        source = str(folder)
+    train_y = train_y.long()
+    test_y = test_y.long()
+    for split, y in (("train", train_y), ("test", test_y)):
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
+            raise DatasetFormatError(
+                f"{name} {split} labels range over [{int(y.min())}, {int(y.max())}] "
+                f"but the dataset names {len(classes)} classes ({source})"
+            )
+    n = len(train_y)
+    val_size = VAL_SIZE[name] if n > VAL_SIZE[name] * 2 else max(1, n // 10)
+    train_idx, val_idx = seed_split(n, val_size)
+    return Dataset(
+        name=name,
+        classes=tuple(classes),
+        train_x=train_x,
+        train_y=train_y,
+        test_x=test_x,
+        test_y=test_y,
+        train_idx=train_idx,
+        val_idx=val_idx,
+        source=source,
+        fingerprint=fingerprint(train_x, train_y, test_x, test_y),
+    )
+
+
+def _check_name(name: str) -> None:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+
+
+# ---------------------------------------------------------------- Fashion-MNIST
+
+
+def _fmnist_candidates(data_root) -> list[Path]:
+    out = []
+    for root in search_roots(data_root):
+        out += [root / "FashionMNIST" / "raw", root / "fashion-mnist", root]
+    out.append(DEBIAN_FASHION_MNIST)
+    return out
+
+
+def _fmnist_file(folder: Path, key: str) -> Path | None:
+    stem = _FMNIST_FILES[key]
+    for p in (folder / stem, folder / (stem + ".gz")):
+        if p.is_file():
+            return p
+    return None
+
+
+def _find_fashion_mnist(data_root, download: bool) -> Path:
+    candidates = _fmnist_candidates(data_root)
+    for folder in candidates:
+        if all(_fmnist_file(folder, k) for k in _FMNIST_FILES):
+            return folder
+    if download:
+        target = search_roots(data_root)[0] / "FashionMNIST" / "raw"
+        try:
+            from torchvision.datasets import FashionMNIST
+            from torchvision.datasets.utils import download_url
+
+            for filename, md5 in FashionMNIST.resources:
+                download_url(FashionMNIST.mirrors[0] + filename, str(target), filename=filename, md5=md5)
+            return target
+        except Exception as exc:  # offline, refused, checksum: report every path searched
+            reason = f"download failed: {exc}"
+    else:
+        reason = "downloading was disabled"
+    raise DatasetNotFoundError(
+        "fashion-mnist not found; searched:\n  "
+        + "\n  ".join(str(c) for c in candidates)
+        + f"\n({reason})\nTo get it: `apt-get install -y dataset-fashion-mnist` (Debian), or put the four "
+        "idx files (train-images-idx3-ubyte.gz, ...) in one of those folders, or pass "
+        f"--data-root / set {DATA_ROOT_ENV} to where they are."
+    )
+
+
+def _read_idx(folder: Path, key: str) -> torch.Tensor:
+    path = _fmnist_file(folder, key)
+    assert path is not None
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:
+        raise DatasetFormatError(f"cannot read {path}: {exc}") from exc
+    if len(data) < 4:
+        raise DatasetFormatError(f"{path} is too short to be an idx file")
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise DatasetFormatError(f"{path} is not an unsigned-byte idx file (magic {data[:4].hex()})")
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    body = data[4 + 4 * ndim :]
+    if len(body) != int(np.prod(dims)):
+        raise DatasetFormatError(f"{path}: header says {dims} but holds {len(body)} bytes")
+    return torch.from_numpy(np.frombuffer(body, dtype=np.uint8).reshape(dims).copy())
+
+
+# ---------------------------------------------------------------- CIFAR
+
+
+def _find_cifar(name: str, data_root, download: bool) -> Path:
+    spec = _CIFAR[name]
+    searched = []
+    needed = spec["train"] + spec["test"] + [spec["meta"][0]]
+    for root in search_roots(data_root):
+        folder = root / spec["folder"]
+        searched.append(folder)
+        if all((folder / f).is_file() for f in needed):
+            return folder
+        archive = root / spec["archive"]
+        searched.append(archive)
+        if archive.is_file():
+            _extract(archive, root)
+            if all((folder / f).is_file() for f in needed):
+                return folder
+            raise DatasetFormatError(f"{archive} does not hold {spec['folder']}/ with {', '.join(needed)}")
+    if download:
+        target = search_roots(data_root)[0]
+        try:
+            from torchvision.datasets import CIFAR10, CIFAR100
+            from torchvision.datasets.utils import download_and_extract_archive
+
+            cls = CIFAR10 if name == "cifar10" else CIFAR100
+            download_and_extract_archive(cls.url, str(target), filename=cls.filename, md5=cls.tgz_md5)
+            return target / spec["folder"]
+        except Exception as exc:
+            reason = f"download failed: {exc}"
+    else:
+        reason = "downloading was disabled"
+    raise DatasetNotFoundError(
+        f"{name} not found; searched:\n  "
+        + "\n  ".join(str(s) for s in searched)
+        + f"\n({reason})\nTo get it: download {spec['archive']} from the CIFAR page "
+        "(https://www.cs.toronto.edu/~kriz/cifar.html) on a machine with internet and put it (or the "
+        f"extracted {spec['folder']}/ folder) in one of those places, or pass --data-root / set "
+        f"{DATA_ROOT_ENV}."
+    )
+
+
+def _extract(archive: Path, root: Path) -> None:
+    """Extract into a temporary folder first, then move into place (no half-extracted data)."""
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise DatasetFormatError(f"cannot extract {archive}: {exc}") from exc
+        for child in Path(tmp).iterdir():
+            dest = root / child.name
+            if not dest.exists():
+                shutil.move(str(child), dest)
+
+
+def _unpickle(path: Path) -> dict:
+    # The official CIFAR files are Python pickles of plain dicts, numpy arrays and lists; this
+    # is the reader torchvision's CIFAR10/CIFAR100 classes use.
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except Exception as exc:
+        raise DatasetFormatError(f"cannot read CIFAR pickle {path}: {exc}") from exc
+
+
+def _read_cifar_batches(folder: Path, files: list[str], label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for fname in files:
+        entry = _unpickle(folder / fname)
+        if "data" not in entry or label_key not in entry:
+            raise DatasetFormatError(f"{folder / fname} lacks 'data' or '{label_key}' (keys: {sorted(entry)})")
+        data = np.asarray(entry["data"], dtype=np.uint8)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise DatasetFormatError(f"{folder / fname}: data has shape {data.shape}, expected (N, 3072)")
+        labels = np.asarray(entry[label_key], dtype=np.int64)
+        if len(labels) != len(data):
+            raise DatasetFormatError(f"{folder / fname}: {len(data)} images but {len(labels)} labels")
+        xs.append(data.reshape(-1, 3, 32, 32))
+        ys.append(labels)
+    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+
+def _cifar_classes(name: str, folder: Path) -> tuple[str, ...]:
+    meta_file, key = _CIFAR[name]["meta"]
+    meta = _unpickle(folder / meta_file)
+    if key not in meta:
+        raise DatasetFormatError(f"{folder / meta_file} lacks '{key}'")
+    return tuple(meta[key])
