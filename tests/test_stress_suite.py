@@ -1,0 +1,134 @@
+"""The stress suite end to end, through pytest itself: gates must be able to fail.
+
+Runs ``stress_tests`` in a subprocess on two deliberately bad models and checks that the
+accuracy, confident-error and calibration gates fail with their messages, that the run's
+report holds those failures, and that the numbers it reports are the ones an independent
+computation gets from the saved per-sample predictions.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+
+pytest_plugins = ["pytester"]
+
+OVERCONFIDENT_CONFTEST = '''
+pytest_plugins = ["fixtures.plugin"]
+
+import torch
+from harness import train
+
+
+class Sharpened(torch.nn.Module):
+    """The trained baseline with its logits multiplied by 25: same argmax, overconfident."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x) * 25.0
+
+    def cam_layer(self):
+        return self.model.cam_layer()
+
+
+def pytest_stress_model(recipe, data, device):
+    if recipe.name != "baseline":
+        return None
+    return Sharpened(train.train(recipe, data, "smoke", device).model)
+'''
+
+BROKEN_RECIPE = '''
+name = "broken"
+base = "baseline"
+max_steps = 5   # a handful of optimiser steps: barely trained
+'''
+
+
+def _reference_ece(conf, hit, bins=15):
+    edges = np.linspace(0, 1, bins + 1)
+    total = 0.0
+    for b in range(bins):
+        last = b == bins - 1
+        m = (conf >= edges[b]) & ((conf <= edges[b + 1]) if last else (conf < edges[b + 1]))
+        if m.any():
+            total += m.sum() * abs(hit[m].mean() - conf[m].mean())
+    return total / len(conf)
+
+
+@pytest.fixture
+def suite(pytester):
+    shutil.copytree(ROOT / "stress_tests", pytester.path / "stress_tests")
+    pytester.makeconftest(OVERCONFIDENT_CONFTEST)
+    pytester.path.joinpath("broken.toml").write_text(BROKEN_RECIPE)
+    pytester.syspathinsert(ROOT)
+    return pytester
+
+
+def test_gates_fail_on_bad_models(suite, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    report_dir = suite.path / "reports"
+    result = suite.runpytest_subprocess(
+        "stress_tests", "--dataset", "fashion-mnist", "--profile", "smoke", "--baseline-only",
+        "--recipe-file", "broken.toml", "--gates", str(ROOT / "gates.toml"), "--report-dir", str(report_dir),
+        "-k", "test_accuracy or test_confident_errors or test_ece", "-p", "no:cacheprovider",
+        timeout=900,
+    )
+    out = result.stdout.str()
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 3, out
+    # the barely trained model fails the accuracy floor, with the figure, bound and source
+    result.stdout.re_match_lines([
+        r".*test_accuracy\[fashion-mnist-broken\] - accuracy=0\.\d+ < min 0\.83 \(gates\.toml \[fashion-mnist\.smoke\.default\]\)",
+    ])
+    # the overconfident model: confident errors and calibration
+    result.stdout.re_match_lines([
+        r".*test_confident_errors\[fashion-mnist-baseline-99\] - confident_errors_99=\d+ > max 30 \(gates\.toml \[fashion-mnist\.smoke\.baseline\]\)",
+        r".*test_ece\[fashion-mnist-baseline\] - ece=0\.\d+ > max 0\.05 \(gates\.toml \[fashion-mnist\.smoke\.default\]\)",
+    ], consecutive=False)
+    assert "stress summary: fashion-mnist" in out  # the terminal table
+
+    # the report records those failures and its numbers agree with its saved predictions
+    run = report_dir / "latest"
+    results = json.loads((run / "results.json").read_text())
+    failed = {(g["model"], g["metric"]) for g in results["gates"] if not g["passed"]}
+    assert {("broken", "accuracy"), ("baseline", "confident_errors_99"), ("baseline", "ece")} <= failed
+    assert (run / "junit.xml").exists()
+    for name, entry in results["models"].items():
+        saved = np.load(run / entry["predictions"])
+        z = saved["logits"].astype(np.float64)
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        conf, hit = p.max(1), p.argmax(1) == saved["labels"]
+        m = entry["metrics"]
+        assert m["accuracy"] == pytest.approx(hit.mean(), abs=1e-9)
+        assert m["ece"] == pytest.approx(_reference_ece(conf, hit), abs=1e-6)
+        assert m["confident_errors_99"] == int((~hit & (conf >= 0.99)).sum())
+        assert np.array_equal(saved["ids"], np.arange(10_000))
+
+
+def test_unknown_dataset_is_a_usage_error(pytester):
+    pytester.syspathinsert(ROOT)
+    pytester.makeconftest('pytest_plugins = ["fixtures.plugin"]')
+    result = pytester.runpytest_subprocess("--dataset", "imagenet")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--dataset*invalid choice*'imagenet'*fashion-mnist*cifar10*cifar100*"])
+
+
+def test_bad_gates_file_is_a_usage_error(pytester):
+    pytester.syspathinsert(ROOT)
+    pytester.makeconftest('pytest_plugins = ["fixtures.plugin"]')
+    bad = pytester.path / "gates.toml"
+    bad.write_text("[fashion-mnist.smoke.baseline]\naccuracy_least = 0.9\n")
+    result = pytester.runpytest_subprocess("--gates", str(bad))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*accuracy_least*must end in one of*_min*_max*"])
