@@ -20,7 +20,7 @@ def _step(model, opt, x, y):
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def test_small_cnn_train_step(benchmark, batch):

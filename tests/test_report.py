@@ -1,0 +1,409 @@
+"""harness.report and harness.figures on synthetic runs: files, numbers, figures, rebuild,
+failure handling, compare, atomic writes, and the page in a headless browser."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import re
+import shutil
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import figures, metrics, report
+from harness.evaluate import softmax
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+EXPECTED_FIGURES = {
+    "training_curves", "confident_errors", "confidence_histograms", "reliability_baseline", "reliability_augment",
+    "risk_coverage", "class_delta_augment", "confusion_baseline", "confusion_augment", "gradcam_gallery",
+}
+
+
+# ----------------------------------------------------------------------------- synthetic runs
+
+
+def _logits(rng, labels, k, skill, scale):
+    """Plausible logits: the true class boosted by ``skill``; ``scale`` sets the over-confidence."""
+    z = rng.normal(0.0, 1.0, (len(labels), k))
+    z[np.arange(len(labels)), labels] += skill
+    return (z * scale).astype(np.float32)
+
+
+def _history(epochs, final_train, final_val):
+    return [
+        {"epoch": e, "train_loss": 1.6 / e, "train_accuracy": final_train * (1 - 0.3 / e),
+         "val_loss": 1.2 / e + 0.05 * e, "val_accuracy": final_val * (1 - 0.2 / e), "lr": 1e-3, "seconds": 2.0,
+         "steps": 100}
+        for e in range(1, epochs + 1)
+    ]
+
+
+def make_run(n=2000, k=10, seed=0, candidate_scale=1.4, gradcam=True, classes=None, lr_candidate=1e-3,
+             channels=1, size=28, cam_size=None):
+    """(record, arrays) the way the plugin hands them to write_run: two models on the same images."""
+    rng = np.random.default_rng(seed)
+    classes = classes or (CLASSES if k == 10 else [f"class_{i:03d}" for i in range(k)])
+    labels = rng.integers(0, k, n).astype(np.int64)
+    ids = rng.permutation(10_000)[:n].astype(np.int64)
+    arrays = {
+        "baseline": {"logits": _logits(rng, labels, k, 2.4, 3.0), "labels": labels, "ids": ids},
+        "augment": {"logits": _logits(rng, labels, k, 2.9, candidate_scale), "labels": labels, "ids": ids},
+    }
+    models = {}
+    for name, arr in arrays.items():
+        p = softmax(arr["logits"])
+        m = metrics.summary(p, labels)
+        m["generalisation_gap"] = 0.05 if name == "baseline" else 0.01
+        m["noise_accuracy"] = m["accuracy"] - 0.1
+        models[name] = {
+            "recipe": {"name": name, "dataset": "fashion-mnist", "arch": "small-cnn", "optimizer": "adam",
+                       "lr": 1e-3 if name == "baseline" else lr_candidate, "batch_size": 64, "epochs": 3,
+                       "hflip": 0.0 if name == "baseline" else 0.5, "rotation": 0.0 if name == "baseline" else 10.0,
+                       "milestones": []},
+            "recipe_hash": ("a" * 16) if name == "baseline" else (("b" * 16) if lr_candidate == 1e-3 else "c" * 16),
+            "cache_key": f"key-{name}", "cached": name == "baseline", "train_seconds": 12.5, "load_seconds": 0.1,
+            "train_size": 20000, "best_epoch": 3, "temperature": None,
+            "history": _history(3, 0.95, 0.9 if name == "baseline" else 0.92),
+            "metrics": m,
+            "per_class_accuracy": metrics.per_class_accuracy(p, labels).tolist(),
+        }
+    pb, pa = softmax(arrays["baseline"]["logits"]), softmax(arrays["augment"]["logits"])
+    case_idx = np.flatnonzero(pb.argmax(1) != labels)[:3]
+    named = [
+        {"id": int(ids[i]), "label": classes[labels[i]],
+         "models": {m: {"pred": classes[int(p[i].argmax())], "confidence": float(p[i].max()),
+                        "correct": bool(p[i].argmax() == labels[i])} for m, p in (("baseline", pb), ("augment", pa))}}
+        for i in case_idx
+    ]
+    record = {
+        "schema_version": 1,
+        "run": {"id": f"20261122T051500Z_fashion-mnist_smoke_{seed}", "started_utc": "2026-11-22T05:15:00Z",
+                "finished_utc": "2026-11-22T05:17:00Z", "dataset": "fashion-mnist", "profile": "smoke",
+                "device": "cpu", "device_name": "cpu (2 threads)", "command": "pytest stress_tests --dataset fashion-mnist",
+                "git": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False},
+                "versions": {"python": "3.11.7", "torch": "2.14.1", "numpy": np.__version__},
+                "seeds": {"split": 42, "recipes": {"baseline": 42, "augment": 42}}, "exit_status": 1},
+        "classes": classes,
+        "baseline": "baseline",
+        "models": models,
+        "comparisons": {"augment": {
+            "against": "baseline", "accuracy_delta": models["augment"]["metrics"]["accuracy"] - models["baseline"]["metrics"]["accuracy"],
+            "accuracy_delta_ci": [0.01, 0.05], "mcnemar_p": 1.2e-5, "corrected": 300, "regressed": 120, "both_wrong": 200,
+            "both_wrong_lower_confidence_share": 0.62,
+            "metric_deltas": {"ece": {"delta": -0.05, "ci": [-0.07, -0.03]}, "loss": {"delta": -0.2, "ci": [-0.3, -0.1]},
+                              "confident_errors_99": {"delta": -40, "ci": [-55, -25]}},
+            "expected_effect": "lower test loss and fewer high-confidence errors", "effect_held": True,
+            "verdict": "improvement"}},
+        "named_cases": named,
+        "gates": [
+            {"test": "stress_tests/test_accuracy.py::test_accuracy[fashion-mnist-baseline]", "model": "baseline",
+             "metric": "accuracy", "value": models["baseline"]["metrics"]["accuracy"], "bound": 0.5, "kind": "min",
+             "source": "gates.toml [fashion-mnist.smoke.baseline]", "passed": True, "message": "ok"},
+            {"test": "stress_tests/test_calibration.py::test_ece[fashion-mnist-baseline]", "model": "baseline",
+             "metric": "ece", "value": models["baseline"]["metrics"]["ece"], "bound": 0.01, "kind": "max",
+             "source": "gates.toml [fashion-mnist.smoke.baseline]", "passed": False,
+             "message": "ece too high"},
+            {"test": "stress_tests/test_calibration.py::test_ece[fashion-mnist-augment]", "model": "augment",
+             "metric": "ece", "value": models["augment"]["metrics"]["ece"], "bound": 0.5, "kind": "max",
+             "source": "gates.toml [fashion-mnist.smoke.augment]", "passed": True, "message": "ok"},
+        ],
+        "tests": {"passed": 40, "failed": 1, "skipped": 2, "errors": 0},
+        "timings": {"total_seconds": 120.0},
+    }
+    if gradcam:
+        g = np.random.default_rng(seed + 1)
+        m_ = 4
+        yy, xx = np.mgrid[0:size, 0:size]
+        phase = np.arange(m_)[:, None, None, None] + np.arange(channels)[None, :, None, None]
+        images = np.clip(0.5 + 0.4 * np.sin(xx[None, None] / 3.0 + phase), 0, 1)
+        cs = cam_size or size
+        cy, cx = np.mgrid[0:cs, 0:cs] * (28 / cs)
+        cams = {mm: np.exp(-((cy - 8 - 4 * j) ** 2 + (cx - 14) ** 2) / 40.0)[None].repeat(m_, 0) for j, mm in enumerate(arrays)}
+        arrays["gradcam"] = {
+            "images": images.astype(np.float32), "ids": ids[case_idx[:1]].repeat(m_) + np.arange(m_),
+            "labels": g.integers(0, k, m_).astype(np.int64),
+            "cams": {mm: c.astype(np.float32) for mm, c in cams.items()},
+            "preds": {mm: g.integers(0, k, m_).astype(np.int64) for mm in cams},
+            "confidences": {mm: g.uniform(0.3, 1.0, m_).astype(np.float32) for mm in cams},
+        }
+    return record, arrays
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def stray_files(run_dir: Path) -> list[Path]:
+    return [p for p in run_dir.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    record, arrays = make_run()
+    run_dir = tmp_path_factory.mktemp("reports") / record["run"]["id"]
+    t0 = time.perf_counter()
+    out = report.write_run(copy.deepcopy(record), run_dir, arrays)
+    return {"record": record, "arrays": arrays, "dir": run_dir, "out": out, "seconds": time.perf_counter() - t0}
+
+
+# ----------------------------------------------------------------------------- write_run
+
+
+def test_every_listed_file_exists_and_no_temp_files(run):
+    d, out = run["dir"], run["out"]
+    for f in ("results.json", "summary.md", "index.html", "gradcam.npz", "predictions/baseline.npz",
+              "predictions/baseline.csv", "predictions/augment.npz", "predictions/augment.csv"):
+        assert (d / f).is_file(), f
+    assert set(out["figures"]) == EXPECTED_FIGURES
+    for name, f in out["figures"].items():
+        assert f["ok"], (name, f["error"])
+        assert f["error"] is None and f["caption"]
+        assert f["path"] == f"figures/{name}.png"
+        w, h = png_size(d / f["path"])
+        assert w >= 300 and h >= 300, (name, w, h)
+    listed = set(out["report"]["files"])
+    assert listed == {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()}
+    assert {"results.json", "index.html", "summary.md"} <= listed
+    assert out["report"]["problems"] == []
+    assert stray_files(d) == []
+
+
+def test_results_json_matches_the_saved_predictions(run):
+    d = run["dir"]
+    saved = json.loads((d / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert saved == json.loads(json.dumps(run["out"]))  # write_run returns what it wrote
+    assert saved["gates"] == run["record"]["gates"] and saved["run"] == run["record"]["run"]
+    for name, arr in ((m, a) for m, a in run["arrays"].items() if m != "gradcam"):
+        entry = saved["models"][name]
+        assert entry["predictions"] == f"predictions/{name}.npz"
+        with np.load(d / entry["predictions"]) as z:
+            np.testing.assert_array_equal(z["ids"], arr["ids"])
+            np.testing.assert_array_equal(z["labels"], arr["labels"])
+            np.testing.assert_array_equal(z["logits"], arr["logits"])
+            probs, labels = softmax(z["logits"]), z["labels"]
+        recomputed = metrics.summary(probs, labels)
+        for key, value in recomputed.items():
+            assert entry["metrics"][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (name, key)
+        np.testing.assert_allclose(entry["per_class_accuracy"], metrics.per_class_accuracy(probs, labels))
+        rows = (d / entry["predictions_csv"]).read_text().splitlines()
+        assert rows[0] == "id,label,label_name,pred,pred_name,confidence,correct"
+        assert len(rows) == len(labels) + 1
+        body = [r.split(",") for r in rows[1:]]
+        pred = probs.argmax(1)
+        assert [int(r[0]) for r in body] == arr["ids"].tolist()
+        assert [int(r[3]) for r in body] == pred.tolist()
+        assert sum(int(r[-1]) for r in body) == metrics.summary(probs, labels)["accuracy"] * len(labels) == (
+            len(labels) - entry["metrics"]["errors"])
+        np.testing.assert_allclose([float(r[-2]) for r in body], probs.max(1), atol=1e-6)
+        first = body[0]
+        assert first[2] == CLASSES[int(first[1])] and first[4] == CLASSES[int(first[3])]
+    with np.load(d / "gradcam.npz") as z:
+        g = run["arrays"]["gradcam"]
+        np.testing.assert_array_equal(z["images"], g["images"])
+        assert [str(m) for m in z["models"]] == list(g["cams"])
+        np.testing.assert_array_equal(z["cam_1"], g["cams"]["augment"])
+
+
+def test_summary_md_tables(run):
+    text = (run["dir"] / "summary.md").read_text()
+    rec = run["record"]
+    assert "1 gates passed" not in text and "2 gates passed, 1 failed" in text
+    for m in ("baseline", "augment"):
+        assert f"{rec['models'][m]['metrics']['accuracy'] * 100:.2f}%" in text
+        assert f"{rec['models'][m]['metrics']['ece']:.4f}" in text
+    delta = rec["models"]["augment"]["metrics"]["accuracy"] - rec["models"]["baseline"]["metrics"]["accuracy"]
+    assert f"{delta * 100:+.2f} pp [+1.00, +5.00] pp" in text  # comparison with its CI
+    fail_row = next(ln for ln in text.splitlines() if ln.startswith("| FAIL "))
+    assert "test_ece[fashion-mnist-baseline]" in fail_row and "<= 0.01" in fail_row and "ece too high" in fail_row
+    assert re.search(r"^\|[-|: ]+\|$", text, re.M), "no GitHub table"
+    per_class = text.split("## Per-class accuracy")[1].split("##")[0]
+    assert all(c in per_class for c in CLASSES)
+    assert len([ln for ln in per_class.splitlines() if ln.startswith("| ")]) == 1 + len(CLASSES)
+    for case in rec["named_cases"]:
+        assert f"| {case['id']} " in text
+    # threshold table agrees with metrics.confident_errors
+    p = softmax(run["arrays"]["baseline"]["logits"])
+    n99 = metrics.confident_errors(p, run["arrays"]["baseline"]["labels"], 0.99)
+    assert re.search(rf"^\| 99%\s+\| {n99}\s+\|", text, re.M)
+
+
+def test_index_html_shows_gates_metadata_and_figures(run):
+    page = (run["dir"] / "index.html").read_text()
+    assert "2 gates passed, 1 failed" in page
+    assert page.count('<td class="fail">FAIL</td>') == 1 and page.count('<td class="pass">PASS</td>') == 2
+    assert "0123456789ab" in page and "2.14.1" in page and "a" * 16 in page and "b" * 16 in page
+    imgs = re.findall(r'<img src="([^"]+)"', page)
+    assert sorted(imgs) == sorted(f"figures/{n}.png" for n in EXPECTED_FIGURES)
+    assert "data-figures-loaded" not in page and "figuresLoaded" in page  # set by the script at load
+    assert not re.search(r'(src|href)="(https?:)?//', page) and "<link" not in page
+    assert "fig-failed" not in page.split("</style>")[1]
+
+
+def test_figures_are_fast_enough_for_10k_samples(tmp_path):
+    record, arrays = make_run(n=10_000, seed=3)
+    out = report.write_run(record, tmp_path / "run", arrays)
+    total = sum(f["seconds"] for f in out["figures"].values())
+    assert all(f["ok"] for f in out["figures"].values())
+    assert total < 15, {n: f["seconds"] for n, f in out["figures"].items()}
+
+
+def test_hundred_classes_rgb_gallery_and_junit_listed(tmp_path):
+    record, arrays = make_run(n=1500, k=100, seed=4, channels=3, size=32, cam_size=8)
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "junit.xml").write_text("<testsuites/>")
+    out = report.write_run(record, d, arrays)
+    assert all(f["ok"] for f in out["figures"].values()), out["figures"]
+    assert "junit.xml" in out["report"]["files"]
+    assert '<a href="junit.xml">' in (d / "index.html").read_text()
+    assert len((d / "summary.md").read_text().split("## Per-class accuracy")[1].split("##")[0].splitlines()) >= 100
+    w, h = png_size(d / "figures/class_delta_augment.png")
+    assert w > 1000  # 100 bars get room
+
+
+def test_single_model_minimal_record_fills_metrics_and_strict_json(tmp_path):
+    labels = np.arange(300) % 10
+    logits = np.eye(10, dtype=np.float32)[labels] * 8  # every prediction right: no errors
+    record = {"run": {"id": "one"}, "classes": CLASSES, "baseline": "baseline", "models": {"baseline": {}}}
+    out = report.write_run(record, tmp_path, {"baseline": {"logits": logits, "labels": labels, "ids": np.arange(300)}})
+    m = out["models"]["baseline"]["metrics"]
+    assert m["accuracy"] == 1.0 and m["errors"] == 0 and m["mean_confidence_wrong"] is None  # NaN -> null
+    json.loads((tmp_path / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert not any(n.startswith("class_delta") for n in out["figures"])  # one model: nothing to compare
+    assert "gradcam_gallery" not in out["figures"] and not (tmp_path / "gradcam.npz").exists()
+    assert "training_curves" not in out["figures"]  # no history
+    assert all(f["ok"] for f in out["figures"].values()) and "reliability_baseline" in out["figures"]
+    assert "0 gates passed, 0 failed" in (tmp_path / "index.html").read_text()
+
+
+# ----------------------------------------------------------------------------- rebuild
+
+
+def test_rebuild_brings_deleted_figures_back(run, tmp_path):
+    d = tmp_path / "copy"
+    shutil.copytree(run["dir"], d)
+    shutil.rmtree(d / "figures")
+    (d / "index.html").unlink()
+    (d / "predictions/augment.csv").unlink()
+    index = report.rebuild(d)
+    assert index == d / "index.html" and index.is_file()
+    rebuilt = json.loads((d / "results.json").read_text())
+    assert set(rebuilt["figures"]) == EXPECTED_FIGURES
+    for name, f in rebuilt["figures"].items():
+        assert f["ok"] and (d / f["path"]).is_file(), name
+    assert (d / "predictions/augment.csv").read_text() == (run["dir"] / "predictions/augment.csv").read_text()
+    assert rebuilt["models"] == run["out"]["models"] and rebuilt["gates"] == run["out"]["gates"]
+    assert stray_files(d) == []
+
+
+def test_rebuild_without_results_json_is_a_clear_error(tmp_path):
+    with pytest.raises(report.ReportError, match="no results.json in .*not a run directory"):
+        report.rebuild(tmp_path)
+
+
+def test_cli_report_and_compare(run, tmp_path, capsys):
+    from harness import cli
+
+    d = tmp_path / "copy"
+    shutil.copytree(run["dir"], d)
+    assert cli.main(["report", str(d)]) == 0
+    assert "rebuilt" in capsys.readouterr().out
+    assert cli.main(["report", str(tmp_path / "nothing")]) == 2
+    assert "no results.json" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+def test_a_failing_figure_is_recorded_and_the_rest_still_written(tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom for test")
+
+    monkeypatch.setattr(figures, "confusion_matrix", boom)
+    record, arrays = make_run(n=600, seed=5)
+    out = report.write_run(record, tmp_path, arrays)
+    failed = {n for n, f in out["figures"].items() if not f["ok"]}
+    assert failed == {"confusion_baseline", "confusion_augment"}
+    for n in failed:
+        assert out["figures"][n]["error"] == "RuntimeError: boom for test"
+        assert not (tmp_path / out["figures"][n]["path"]).exists()
+    for n in EXPECTED_FIGURES - failed:
+        assert out["figures"][n]["ok"] and (tmp_path / out["figures"][n]["path"]).is_file(), n
+    page = (tmp_path / "index.html").read_text()
+    assert page.count('data-figure-failed="') == 2 and "RuntimeError: boom for test" in page
+    assert len(re.findall(r"<img ", page)) == len(EXPECTED_FIGURES) - 2
+    assert "confusion_baseline FAILED" in (tmp_path / "summary.md").read_text()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["figures"]["confusion_augment"]["ok"] is False
+
+
+def test_atomic_write_leaves_old_file_and_no_temp_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "results.json"
+    report.atomic_write_text(target, "old")
+
+    def fail(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        report.atomic_write_text(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+def test_compare_runs_names_changed_metrics_gates_and_recipes(run, tmp_path):
+    record, arrays = make_run(seed=0, candidate_scale=0.6, lr_candidate=2e-3)
+    record["gates"][2]["passed"] = False  # the augment ECE gate flips
+    b = tmp_path / "b"
+    report.write_run(record, b, arrays)
+    latest = tmp_path / "latest"
+    latest.symlink_to(b, target_is_directory=True)
+    text = report.compare_runs(run["dir"], latest)
+    ea = run["record"]["models"]["augment"]["metrics"]["ece"]
+    eb = record["models"]["augment"]["metrics"]["ece"]
+    assert abs(ea - eb) > 1e-3
+    row = next(ln for ln in text.splitlines() if re.match(r"^\| augment\s+\| ece\s", ln))
+    assert f"{ea:.4f}" in row and f"{eb:.4f}" in row and f"{eb - ea:+.4f}" in row and row.rstrip("| ").endswith("*")
+    base_acc = next(ln for ln in text.splitlines() if re.match(r"^\| baseline\s+\| accuracy\s", ln))
+    assert "*" not in base_acc  # the baseline did not change
+    assert "test_ece[fashion-mnist-augment]" in text and "PASS (ece=" in text and "FAIL (ece=" in text
+    assert "test_ece[fashion-mnist-baseline]" not in text.split("Gates:")[1].split("\n\n")[0]
+    assert "lr: 0.001 -> 0.002" in text and "c" * 16 in text
+    with pytest.raises(report.ReportError):
+        report.compare_runs(run["dir"], tmp_path / "missing")
+
+
+# ----------------------------------------------------------------------------- browser
+
+
+def _browser_helper():
+    spec = importlib.util.spec_from_file_location("check_report_browser", ROOT / "scripts/check_report_browser.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_index_html_loads_every_figure_in_headless_chromium(run):
+    helper = _browser_helper()
+    chromium = "/usr/bin/chromium"
+    if not Path(chromium).is_file():
+        pytest.skip("/usr/bin/chromium is missing: install Debian's chromium to check the page in a browser")
+    dom = helper.dump_dom(run["dir"] / "index.html", chromium)
+    k = sum(1 for f in run["out"]["figures"].values() if f["ok"])
+    assert k == len(EXPECTED_FIGURES)
+    assert helper.figures_loaded(dom) == (k, k)
+    assert re.search(r'<table class="gates">.*<td class="fail">FAIL</td>', dom, re.S)
+    assert "2 gates passed, 1 failed" in dom
