@@ -46,7 +46,7 @@ def rotate_by(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     cos, sin = torch.cos(angle), torch.sin(angle)
     zero = torch.zeros_like(cos)
     # affine_grid maps output coordinates to input coordinates: the inverse rotation.
-    theta = torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 

@@ -278,6 +278,8 @@ def _read_idx(folder: Path, key: str) -> torch.Tensor:
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08:
         raise DatasetFormatError(f"{path} is not an unsigned-byte idx file (magic {data[:4].hex()})")
+    if len(data) < 4 + 4 * ndim:
+        raise DatasetFormatError(f"{path}: the header declares {ndim} dimensions but the file ends after {len(data)} bytes")
     dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     body = data[4 + 4 * ndim :]
     if len(body) != int(np.prod(dims)):

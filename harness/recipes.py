@@ -62,6 +62,12 @@ class Recipe:
     max_steps: int = 0  # 0 = no cap; else stop after this many optimiser steps
 
     def __post_init__(self):
+        # 10 and 10.0 are the same recipe: normalise ints given for float fields (TOML files)
+        # so that equal recipes hash equally.
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.type == "float" and isinstance(v, int) and not isinstance(v, bool):
+                object.__setattr__(self, f.name, float(v))
         problems = []
         if self.optimizer not in ("adam", "sgd"):
             problems.append(f"optimizer={self.optimizer!r} (use 'adam' or 'sgd')")
@@ -214,8 +220,11 @@ def from_file(path: str | Path, dataset: str, profile: str) -> Recipe:
     base = spec.pop("base", "baseline")
     per_profile = {p: spec.pop(p, {}) for p in PROFILES}
     valid = {f.name for f in fields(Recipe)} - {"name", "dataset", "arch"}
+    for p, section in per_profile.items():
+        if not isinstance(section, dict):
+            raise ValueError(f"{path}: [{p}] must be a table of recipe fields")
     overrides = {**spec, **per_profile[profile]}
-    unknown = sorted(set(overrides) - valid)
+    unknown = sorted((set(spec) | {k for sec in per_profile.values() for k in sec}) - valid)
     if unknown:
         raise ValueError(
             f"{path}: unknown recipe field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(valid))}"

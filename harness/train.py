@@ -35,7 +35,7 @@ from .evaluate import Predictions, logits_of, to_float
 from .recipes import Recipe
 
 CACHE_ENV = "CNN_STRESS_CACHE"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 def default_cache_dir() -> Path:
@@ -135,6 +135,21 @@ def _state_checksum(state: dict) -> str:
     return h.hexdigest()
 
 
+_CHECKED_FIELDS = ("key", "recipe", "profile", "data_fingerprint", "model_code", "history", "best_epoch", "train_seconds", "train_size")
+
+
+def _entry_checksum(payload: dict) -> str:
+    """sha256 over the weights, the stored predictions and the metadata: torch's zip reader
+    does not verify its CRCs, so flipped bits anywhere must be caught here."""
+    h = hashlib.sha256(_state_checksum(payload["state_dict"]).encode())
+    for split in ("val", "test"):
+        z = payload[f"{split}_logits"].detach().cpu().contiguous()
+        h.update(str((z.dtype, tuple(z.shape))).encode())
+        h.update(z.reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(json.dumps({k: payload.get(k) for k in _CHECKED_FIELDS}, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
 class CacheError(RuntimeError):
     pass
 
@@ -165,13 +180,14 @@ def load_entry(path: Path, key: str) -> dict:
         raise CacheError("not a cache entry of this harness version")
     if payload.get("key") != key:
         raise CacheError(f"holds key {payload.get('key')!r}, expected {key!r}")
-    state = payload.get("state_dict")
-    if not isinstance(state, dict) or _state_checksum(state) != payload.get("checksum"):
-        raise CacheError("weights do not match their checksum")
+    if not isinstance(payload.get("state_dict"), dict):
+        raise CacheError("no weights")
     for split in ("val", "test"):
         z = payload.get(f"{split}_logits")
         if not isinstance(z, torch.Tensor) or z.ndim != 2 or not torch.isfinite(z).all():
             raise CacheError(f"{split} predictions missing or not finite")
+    if _entry_checksum(payload) != payload.get("checksum"):
+        raise CacheError("contents (weights, predictions or history) do not match their checksum")
     return payload
 
 
@@ -408,7 +424,6 @@ def train(
             "data_fingerprint": data.fingerprint,
             "model_code": models.MODEL_CODE_VERSION,
             "state_dict": state,
-            "checksum": _state_checksum(state),
             "history": history,
             "best_epoch": best_epoch,
             "train_seconds": train_seconds,
@@ -417,6 +432,7 @@ def train(
             "test_logits": logits["test"],
             "torch": str(torch.__version__),
         }
+        entry["checksum"] = _entry_checksum(entry)
         if use_cache:
             save_entry(path, entry)
         cached = False

@@ -108,7 +108,7 @@ def test_gates_fail_on_bad_models(suite, monkeypatch):
     failed = {(g["model"], g["metric"]) for g in results["gates"] if not g["passed"]}
     assert {("broken", "accuracy"), ("baseline", "confident_errors_99"), ("baseline", "ece")} <= failed
     assert (run / "junit.xml").exists()
-    for name, entry in results["models"].items():
+    for _name, entry in results["models"].items():
         saved = np.load(run / entry["predictions"])
         z = saved["logits"].astype(np.float64)
         p = np.exp(z - z.max(1, keepdims=True))
@@ -121,16 +121,16 @@ def test_gates_fail_on_bad_models(suite, monkeypatch):
         assert np.array_equal(saved["ids"], np.arange(10_000))
 
 
-def test_unknown_dataset_is_a_usage_error(pytester):
-    pytester.syspathinsert(ROOT)
+def test_unknown_dataset_is_a_usage_error(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
     pytester.makeconftest('pytest_plugins = ["fixtures.plugin"]')
     result = pytester.runpytest_subprocess("--dataset", "imagenet")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--dataset*invalid choice*'imagenet'*fashion-mnist*cifar10*cifar100*"])
 
 
-def test_bad_gates_file_is_a_usage_error(pytester):
-    pytester.syspathinsert(ROOT)
+def test_bad_gates_file_is_a_usage_error(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
     pytester.makeconftest('pytest_plugins = ["fixtures.plugin"]')
     bad = pytester.path / "gates.toml"
     bad.write_text("[fashion-mnist.smoke.baseline]\naccuracy_least = 0.9\n")

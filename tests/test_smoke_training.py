@@ -1,0 +1,34 @@
+"""The smoke Fashion-MNIST baseline trains to a useful model (about 45 s on 2 CPU cores).
+
+It uses the default model cache on purpose: the CI reuses the model this test trains.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness import metrics, recipes, train
+
+
+def test_smoke_fashion_mnist_baseline_reaches_85_percent(fashion_mnist):
+    ds = fashion_mnist
+    recipe = recipes.get("fashion-mnist", "baseline", "smoke")
+    result = train.train(recipe, ds, "smoke")
+    assert result.cache_path is not None and result.cache_path.parent == train.default_cache_dir()
+    assert result.cache_path.is_file()
+    assert result.train_size == recipes.SMOKE["fashion-mnist"]["train_subset"]
+    assert len(result.history) == recipe.epochs
+    assert result.best_epoch == 1 + int(np.argmax([row["val_accuracy"] for row in result.history]))
+
+    preds = result.predictions(ds, "test")
+    assert preds.probs.shape == (10_000, 10)
+    acc = metrics.accuracy(preds.probs, preds.labels)
+    assert acc >= 0.85, f"smoke baseline test accuracy {acc:.4f} < 0.85"
+    # the cached predictions are the model's: recompute a slice
+    from harness.evaluate import logits_of
+
+    fresh = logits_of(result.model, ds.test_x[:256], train.resolve_device("auto"))
+    assert np.allclose(fresh.numpy(), preds.logits[:256], atol=1e-3)
+    # the kept epoch's validation accuracy is what the history says
+    val = result.predictions(ds, "val")
+    assert abs(metrics.accuracy(val.probs, val.labels) - result.kept["val_accuracy"]) < 1e-6
