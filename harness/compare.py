@@ -44,8 +44,7 @@ def per_sample(probs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
 
 def _ece(s, bins: int = metrics.ECE_BINS) -> float:
     # metrics.ece's definition (tests check it against netcal), on per-sample arrays
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    idx = np.clip(np.searchsorted(edges, s["conf"], side="right") - 1, 0, bins - 1)
+    idx = metrics.bin_index(s["conf"], bins)
     gap = np.bincount(idx, weights=s["hit"] - s["conf"], minlength=bins)
     return float(np.abs(gap).sum() / len(idx))
 

@@ -8,8 +8,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import Dataset
-
 
 @dataclass(frozen=True)
 class Predictions:
@@ -51,8 +49,3 @@ def logits_of(model: nn.Module, x_uint8: torch.Tensor, device: torch.device, bat
         return torch.empty(0)
     return torch.cat(out)
 
-
-def predict(model: nn.Module, data: Dataset, split: str = "test", device: str | torch.device = "cpu") -> Predictions:
-    x, y, ids = data.split(split)
-    logits = logits_of(model, x, torch.device(device))
-    return Predictions(logits=logits.numpy(), labels=y.numpy().astype(np.int64), ids=ids.numpy().astype(np.int64), split=split)

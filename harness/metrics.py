@@ -93,6 +93,14 @@ def confident_error_share(probs, labels, threshold: float) -> float:
     return confident_errors(probs, labels, threshold) / n_wrong if n_wrong else 0.0
 
 
+def most_confident_errors(probs, labels) -> np.ndarray:
+    """Indices of the wrong predictions, most confident first (stable for ties)."""
+    probs, labels = _check(probs, labels)
+    conf = probs.max(axis=1)
+    wrong = np.flatnonzero(probs.argmax(axis=1) != labels)
+    return wrong[np.argsort(-conf[wrong], kind="stable")]
+
+
 def mean_confidence_wrong(probs, labels) -> float:
     """Mean confidence of the wrong predictions (NaN when there are none)."""
     probs, labels = _check(probs, labels)
@@ -124,18 +132,23 @@ def mce(probs, labels, bins: int = ECE_BINS) -> float:
     return float(MCE(bins=bins, detection=True).measure(conf, hit))
 
 
+def bin_index(conf: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """The calibration bin of each confidence: [b/B, (b+1)/B), the last bin closed at 1.0."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, bins - 1)
+
+
 def reliability(probs, labels, bins: int = ECE_BINS) -> dict[str, np.ndarray]:
     """Per-bin counts, mean confidence and accuracy (NaN for empty bins), same bins as ece()."""
     probs, labels = _check(probs, labels)
     conf = probs.max(axis=1)
     hit = probs.argmax(axis=1) == labels
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    idx = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, bins - 1)
+    idx = bin_index(conf, bins)
     count = np.bincount(idx, minlength=bins).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.bincount(idx, weights=conf, minlength=bins) / count
         acc = np.bincount(idx, weights=hit.astype(np.float64), minlength=bins) / count
-    return {"edges": edges, "count": count, "confidence": mean_conf, "accuracy": acc}
+    return {"edges": np.linspace(0.0, 1.0, bins + 1), "count": count, "confidence": mean_conf, "accuracy": acc}
 
 
 def selective(probs, labels, threshold: float) -> tuple[float, float]:
