@@ -9,6 +9,18 @@
 * ``resnet18`` (seeds 001, 004): torchvision's resnet18 with a 3x3 stride-1 stem and no
   max-pool, trained from scratch, as is standard for 32x32 inputs.
 
+Grad-CAM target layers (``harness.explain``): each model names its candidate layers in
+``cam_layers()`` (name -> module, map size at the native input size) and its default in
+``DEFAULT_CAM_LAYER``. Every named layer's output is left untouched by the rest of the
+forward pass (no in-place op writes into it), so a hooked activation is the value the
+gradient refers to on every device.
+
+* small-cnn (28x28): ``block2`` 14x14, ``block3`` 7x7 (default: block 3 before its
+  max-pool), ``block3-pool`` 3x3 (after the last max-pool and its in-place ReLU).
+* resnet18 (32x32): ``layer2`` 16x16, ``layer3`` 8x8 (default), ``layer4`` 4x4.
+
+``cam_layer()`` (one module) is the older interface, kept for callers that use it.
+
 ``MODEL_CODE_VERSION`` is part of the model-cache key: bump it whenever a change here
 changes what a trained model computes.
 """
@@ -77,8 +89,25 @@ class SmallCNN(nn.Module):
     def forward(self, x):
         return self.classifier(self.features(self.normalize(x)))
 
+    # Grad-CAM layers (harness.explain). Output sizes at 28x28 input.
+    DEFAULT_CAM_LAYER = "block3"
+
+    def cam_layers(self) -> dict[str, nn.Module]:
+        """Grad-CAM target layers by name; none of their outputs is modified in place later.
+
+        * ``block2``: block 2's ReLU, before its max-pool: 64 x 14 x 14.
+        * ``block3`` (default): block 3's BatchNorm (Conv -> ReLU -> BatchNorm), before its
+          max-pool: 128 x 7 x 7.
+        * ``block3-pool``: the in-place ReLU after block 3's max-pool: 128 x 3 x 3, the
+          resolution of ``cam_layer()`` but hooked after the ReLU, which overwrites the
+          max-pool's output in place (a hook on the max-pool stores a tensor that the ReLU
+          then changes when it is not copied, as on the CPU).
+        """
+        return {"block2": self.features[6], "block3": self.features[10], "block3-pool": self.features[12]}
+
     def cam_layer(self) -> nn.Module:
-        """The layer Grad-CAM looks at: the last convolution block's output (3x3 maps)."""
+        """The older single Grad-CAM layer: the last block's max-pool (3x3 maps). Its output is
+        then modified by an in-place ReLU; ``harness.explain`` uses ``cam_layers()`` instead."""
         return self.features[-3]
 
 
@@ -96,8 +125,21 @@ class CifarResNet18(nn.Module):
     def forward(self, x):
         return self.net(self.normalize(x))
 
+    # Grad-CAM layers (harness.explain). Output sizes at 32x32 input.
+    DEFAULT_CAM_LAYER = "layer3"
+
+    def cam_layers(self) -> dict[str, nn.Module]:
+        """Grad-CAM target layers by name (each stage's output, the final ReLU of its last
+        block; nothing later modifies it in place).
+
+        * ``layer2``: 128 x 16 x 16.
+        * ``layer3`` (default): 256 x 8 x 8.
+        * ``layer4``: 512 x 4 x 4 (seed 001's layer, the same output as ``cam_layer()``).
+        """
+        return {"layer2": self.net.layer2, "layer3": self.net.layer3, "layer4": self.net.layer4}
+
     def cam_layer(self) -> nn.Module:
-        """layer4's last block, as in seed 001."""
+        """The older single Grad-CAM layer: layer4's last block, as in seed 001 (4x4 maps)."""
         return self.net.layer4[-1]
 
 
