@@ -1,110 +1,130 @@
-"""Baseline vs candidate on the same test images: paired statistics.
+"""Baseline vs candidate on the same test images: paired statistics over registry metrics.
 
 * Accuracy: McNemar's exact test on the discordant pairs (a two-sided binomial test of
   "corrected" vs "regressed" samples at p = 1/2).
-* Every metric difference: a paired bootstrap 95% interval (resampling test images, the
-  same indices for both models), percentile method, seeded.
+* Any paired metric of ``metrics.REGISTRY``: a paired bootstrap 95% interval of
+  (candidate - baseline), resampling images with the same indices for both models,
+  percentile method, seeded. Every metric is resampled with the same index sequence.
+* An effect "holds" when the whole interval lies on the metric's improving side; it is
+  "not worse" when the interval does not lie wholly on the harmful side.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from . import metrics
+from .metrics import HIGHER, LOWER, NotApplicable, Samples
 
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 12345
+LEVEL = 0.95
+# What the report compares for every candidate (all paired test-split metrics).
+COMPARED = ("accuracy", "loss", "ece", "ece_over", "ece_under", "confident_errors_90", "confident_errors_99",
+            "mean_confidence_wrong", "worst_class_accuracy", "balanced_accuracy", "macro_f1", "aurc",
+            "selective_accuracy", "selective_coverage")
 
 
-def mcnemar_exact(base_correct: np.ndarray, cand_correct: np.ndarray) -> dict:
+def mcnemar_exact(base_hit: np.ndarray, cand_hit: np.ndarray) -> dict:
     """Exact McNemar test. ``corrected``: wrong -> right; ``regressed``: right -> wrong."""
     from scipy.stats import binomtest
 
-    base_correct = np.asarray(base_correct, bool)
-    cand_correct = np.asarray(cand_correct, bool)
-    corrected = int((~base_correct & cand_correct).sum())
-    regressed = int((base_correct & ~cand_correct).sum())
+    base_hit = np.asarray(base_hit, bool)
+    cand_hit = np.asarray(cand_hit, bool)
+    corrected = int((~base_hit & cand_hit).sum())
+    regressed = int((base_hit & ~cand_hit).sum())
     n = corrected + regressed
     p = 1.0 if n == 0 else float(binomtest(corrected, n, 0.5, alternative="two-sided").pvalue)
     return {"corrected": corrected, "regressed": regressed, "p_value": p}
 
 
-def per_sample(probs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """What every compared metric is a function of: confidence, hit, and NLL per sample."""
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels).astype(np.int64)
-    return {
-        "conf": probs.max(1),
-        "hit": probs.argmax(1) == labels,
-        "nll": -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)),
-    }
+def _check_paired(name: str) -> metrics.Metric:
+    m = metrics.get(name)
+    if not m.paired or len(m.needs) != 1 or m.per is not None:
+        raise ValueError(f"metric {name!r} is not a function of one paired image set: no paired interval")
+    return m
 
 
-def _ece(s, bins: int = metrics.ECE_BINS) -> float:
-    # metrics.ece's definition (tests check it against netcal), on per-sample arrays
-    idx = metrics.bin_index(s["conf"], bins)
-    gap = np.bincount(idx, weights=s["hit"] - s["conf"], minlength=bins)
-    return float(np.abs(gap).sum() / len(idx))
-
-
-def _aurc(s) -> float:
-    order = np.argsort(-s["conf"], kind="stable")
-    wrong = ~s["hit"][order]
-    return float((np.cumsum(wrong) / np.arange(1, len(wrong) + 1)).mean())
-
-
-COMPARED: dict[str, Callable[[dict], float]] = {
-    "accuracy": lambda s: float(s["hit"].mean()),
-    "loss": lambda s: float(s["nll"].mean()),
-    "ece": _ece,
-    "confident_errors_99": lambda s: float((~s["hit"] & (s["conf"] >= 0.99)).sum()),
-    "confident_errors_90": lambda s: float((~s["hit"] & (s["conf"] >= 0.90)).sum()),
-    "aurc": _aurc,
-}
-
-
-def paired_bootstrap(
-    stat: Callable[[dict], float],
-    a: dict[str, np.ndarray],
-    b: dict[str, np.ndarray],
-    n_boot: int = BOOTSTRAP_SAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-    level: float = 0.95,
-) -> dict:
-    """Point estimate and percentile interval of ``stat(b) - stat(a)`` over paired resamples
-    of the samples (the same indices for both models)."""
+def paired_intervals(names, a, b, n_boot: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED,
+                     level: float = LEVEL) -> dict[str, dict]:
+    """For each metric: point estimate and percentile interval of metric(b) - metric(a) over
+    paired resamples of the images (the same index sequence for every metric, so a metric's
+    interval does not depend on which others are computed with it). ``a`` and ``b`` are the
+    evidence (Samples, or a dict of Samples on the same images) of the baseline and the
+    candidate. A metric that does not apply gets ``not_applicable`` (its reason) and no interval;
+    resamples where it does not apply are dropped and counted."""
+    ms = [_check_paired(n) for n in names]
+    n = metrics.evidence_size(a)
+    if metrics.evidence_size(b) != n:
+        raise ValueError("the two models were measured on different numbers of images")
+    out: dict[str, dict] = {}
+    live = []
+    for m in ms:
+        try:
+            out[m.name] = {"delta": m.compute(b) - m.compute(a)}
+            live.append(m)
+        except NotApplicable as exc:
+            out[m.name] = {"delta": None, "ci": None, "not_applicable": str(exc)}
+    boots: dict[str, list[float]] = {m.name: [] for m in live}
+    dropped = dict.fromkeys(boots, 0)
     rng = np.random.default_rng(seed)
-    n = len(a["conf"])
-    delta = stat(b) - stat(a)
-    boots = np.empty(n_boot)
-    for i in range(n_boot):
+    for _ in range(n_boot if live else 0):
         idx = rng.integers(0, n, n)
-        boots[i] = stat({k: v[idx] for k, v in b.items()}) - stat({k: v[idx] for k, v in a.items()})
-    lo, hi = np.percentile(boots, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-    return {"delta": float(delta), "ci": [float(lo), float(hi)]}
+        ra, rb = metrics.take(a, idx), metrics.take(b, idx)
+        for m in live:
+            try:
+                boots[m.name].append(m.compute(rb) - m.compute(ra))
+            except NotApplicable:
+                dropped[m.name] += 1
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    for m in live:
+        ci = [float(v) for v in np.percentile(boots[m.name], q)] if boots[m.name] else None
+        out[m.name].update({"delta": float(out[m.name]["delta"]), "ci": ci, "level": level, "n_boot": n_boot,
+                            "dropped": dropped[m.name], "direction": m.direction})
+    return out
 
 
-def compare(probs_base, probs_cand, labels, n_boot: int = BOOTSTRAP_SAMPLES) -> dict:
-    """Paired comparison of a candidate against the baseline on the same samples."""
-    a, b = per_sample(probs_base, labels), per_sample(probs_cand, labels)
-    mc = mcnemar_exact(a["hit"], b["hit"])
-    both_wrong = ~a["hit"] & ~b["hit"]
-    lower = (b["conf"] < a["conf"]) & both_wrong
-    deltas = {name: paired_bootstrap(fn, a, b, n_boot) for name, fn in COMPARED.items()}
+def paired_interval(name: str, a, b, n_boot: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED,
+                    level: float = LEVEL) -> dict:
+    """``paired_intervals`` of one metric; raises NotApplicable when it does not apply."""
+    d = paired_intervals([name], a, b, n_boot, seed, level)[name]
+    if d.get("not_applicable") or d.get("ci") is None:
+        raise NotApplicable(d.get("not_applicable") or f"{name} does not apply to any bootstrap resample")
+    return d
+
+
+def improves(ci, direction: str) -> bool:
+    """The whole interval lies on the improving side of zero."""
+    return bool(ci[1] < 0) if direction == LOWER else bool(ci[0] > 0) if direction == HIGHER else False
+
+
+def harmful(ci, direction: str) -> bool:
+    """The whole interval lies on the harmful side of zero."""
+    return bool(ci[0] > 0) if direction == LOWER else bool(ci[1] < 0) if direction == HIGHER else False
+
+
+def effect_holds(expect: str, ci, direction: str) -> bool:
+    """``improves``: interval on the improving side; ``not_worse``: not wholly on the harmful side."""
+    if expect == "improves":
+        return improves(ci, direction)
+    if expect == "not_worse":
+        return not harmful(ci, direction)
+    raise ValueError(f"unknown expectation {expect!r}: use 'improves' or 'not_worse'")
+
+
+def compare(base: Samples, cand: Samples, names=COMPARED, n_boot: int = BOOTSTRAP_SAMPLES) -> dict:
+    """Paired comparison of a candidate against the baseline on the same test images."""
+    if not np.array_equal(base.ids, cand.ids) or not np.array_equal(base.labels, cand.labels):
+        raise ValueError("the baseline and the candidate were not evaluated on the same test images")
+    mc = mcnemar_exact(base.hit, cand.hit)
+    both_wrong = ~base.hit & ~cand.hit
+    lower = (cand.conf < base.conf) & both_wrong
+    deltas = paired_intervals(names, base, cand, n_boot)
     return {
-        "accuracy_delta": deltas["accuracy"]["delta"],
-        "accuracy_delta_ci": deltas["accuracy"]["ci"],
         "mcnemar_p": mc["p_value"],
         "corrected": mc["corrected"],
         "regressed": mc["regressed"],
         "both_wrong": int(both_wrong.sum()),
-        "both_wrong_lower_confidence_share": float(lower.sum() / both_wrong.sum()) if both_wrong.any() else float("nan"),
+        "both_wrong_lower_confidence_share": float(lower.sum() / both_wrong.sum()) if both_wrong.any() else None,
         "metric_deltas": deltas,
     }
-
-
-def significant(ci: list[float], direction: str) -> bool:
-    """True when the whole interval lies on the improving side of zero."""
-    return ci[1] < 0 if direction == "lower" else ci[0] > 0

@@ -1,203 +1,543 @@
-"""Metrics: pure functions, numpy arrays in, numbers out.
+"""The metric registry: every number the harness measures is defined here, once.
 
-Inputs are ``probs`` (N, K) class probabilities (rows sum to 1) and ``labels`` (N,) ints.
-"Confidence" is the top-label probability ``probs.max(1)``; a prediction is its argmax.
+A metric is a ``Metric``: name, family, one line on what it measures, direction (is
+higher or lower better), unit, and its function. The session, the paired comparison,
+the gates and the report all read ``REGISTRY``; nothing else computes a metric.
 
-Definitions
------------
-* ``ece``: top-label expected calibration error with ``bins`` equal-width bins over
-  [0, 1]: ``sum_b (n_b / N) * |acc_b - conf_b|``, where bin b holds the predictions with
-  confidence in [b/B, (b+1)/B) and the last bin is closed, so confidence exactly 1.0 falls
-  in it. Computed by netcal (``netcal.metrics.ECE`` on top-label confidences and hits).
-* ``mce``: the same bins, ``max_b |acc_b - conf_b|`` over non-empty bins (netcal's MCE).
-* ``confident_errors(t)``: wrong predictions with confidence >= t.
-* ``selective``: predictions with confidence < t are rejected; coverage is the share kept,
-  selective accuracy the accuracy on those kept.
-* ``aurc``: area under the risk-coverage curve: sort by confidence (descending), risk at
-  coverage i/N is the error rate of the i most confident predictions, averaged over i = 1..N
-  (Geifman & El-Yaniv 2017). Lower is better; 0 when every prediction is right.
+Evidence
+--------
+Metric functions read *evidence* about one model, named by ``Metric.needs``:
+
+* ``test`` / ``val`` / ``train_sample``: a ``Samples`` (per-sample outcomes of the model on
+  the test split, the validation split, or a fixed seeded sample of the images it was
+  trained on, evaluated in eval mode);
+* ``robustness``: ``{condition: Samples}`` on the same stressed test images;
+* ``attention``: an ``Attention`` (per-image heatmap scores, see ``harness/explain.py``).
+
+A function of one ``Samples`` (or of a dict of them on the same images) is a function of
+per-sample arrays, so the paired bootstrap of ``compare.py`` reuses it on resampled
+indices (``Metric.paired``).
+
+Definitions (N images, K classes; conf_i = top-label probability, pred_i its class,
+hit_i = [pred_i = y_i], p_i(y) the probability of the true class)
+--------------------------------------------------------------------------------------
+* accuracy = mean(hit);  accuracy_above_chance = (accuracy - 1/K) / (1 - 1/K)
+* loss = mean(-log p_i(y_i)) (test NLL, from the logits' log-softmax)
+* class_accuracy[c] = mean(hit | y = c) (recall); worst_class_accuracy = min_c over classes
+  with test samples; balanced_accuracy = mean_c class_accuracy[c];
+  macro_f1 = mean_c 2 P_c R_c / (P_c + R_c) over classes with test samples (0 where
+  P_c + R_c = 0), P_c = hits among pred = c / count(pred = c)
+* confident_errors_T = #{i: not hit_i and conf_i >= T} for T = 0.90, 0.99;
+  confident_error_share_90 = confident_errors_90 / #errors;
+  mean_confidence_wrong = mean(conf | not hit)
+* Calibration: B = 15 equal-width bins over [0, 1]; bin b holds conf in [b/B, (b+1)/B),
+  the last bin closed so conf = 1.0 falls in it. With n_b images, gap_b = sum_{i in b}
+  (conf_i - hit_i):
+  ece = sum_b |gap_b| / N; ece_over = sum_b max(gap_b, 0) / N (the overconfident bins);
+  ece_under = sum_b max(-gap_b, 0) / N (the underconfident bins); ece = ece_over +
+  ece_under. mce = max_b |gap_b| / n_b over non-empty bins. calibration_gap = mean(conf)
+  - accuracy (signed: > 0 overconfident). Tests check ece/mce against netcal.
+* Selective prediction (seed 001: "reject anything below 70%"): selective_coverage =
+  mean(conf >= 0.7); selective_accuracy = mean(hit | conf >= 0.7).
+  aurc = (1/N) sum_{i=1..N} risk(i), risk(i) = error rate of the i most confident
+  predictions (stable order) (Geifman & El-Yaniv 2017).
+* generalisation_gap = accuracy on the training sample - accuracy on the validation split,
+  both in eval mode (no augmentation, no dropout).
 """
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
+HIGHER, LOWER, NEUTRAL = "higher", "lower", "neutral"
 ECE_BINS = 15
+REJECT_BELOW = 0.7  # seed 001: "reject anything below 70%"
+CONFIDENCE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)  # the thresholds table and figure
 
 
-def _check(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels).astype(np.int64)
-    if probs.ndim != 2:
-        raise ValueError(f"probs must be (N, K); got shape {probs.shape}")
-    if labels.shape != (probs.shape[0],):
-        raise ValueError(f"labels must be ({probs.shape[0]},) to match probs; got shape {labels.shape}")
+class NotApplicable(Exception):  # noqa: N818 - a result, not an error
+    """The metric does not apply to this model (the message says why); reported, not failed."""
+
+
+# ============================================================================ per-sample outcomes
+
+
+class Samples:
+    """Per-sample outcomes of one model on one set of images: what every metric reads.
+
+    ``labels``, ``pred`` (argmax), ``conf`` (top-label probability), ``nll`` (-log p(y)),
+    ``margin`` (top-1 minus top-2 probability), ``ids`` (ids in the split), ``num_classes``,
+    and ``rank``: each sample's position when the samples it was built from are sorted by
+    confidence, most confident first (stable), kept by ``take`` so that a resample is put in
+    confidence order without sorting again.
+    """
+
+    __slots__ = ("labels", "pred", "conf", "nll", "margin", "ids", "num_classes", "rank")
+
+    def __init__(self, labels, pred, conf, nll, margin, ids, num_classes: int, rank=None):
+        self.labels = labels
+        self.pred = pred
+        self.conf = conf
+        self.nll = nll
+        self.margin = margin
+        self.ids = ids
+        self.num_classes = int(num_classes)
+        if rank is None:
+            rank = np.empty(len(conf), dtype=np.int64)
+            rank[np.argsort(-conf, kind="stable")] = np.arange(len(conf))
+        self.rank = rank
+
+    @classmethod
+    def from_logits(cls, logits, labels, ids=None) -> Samples:
+        z = np.asarray(logits, dtype=np.float64)
+        labels = _check_labels(z, labels)
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return cls._build(np.exp(logp), -logp[np.arange(len(labels)), labels], labels, ids)
+
+    @classmethod
+    def from_probs(cls, probs, labels, ids=None) -> Samples:
+        p = np.asarray(probs, dtype=np.float64)
+        labels = _check_labels(p, labels)
+        nll = -np.log(np.clip(p[np.arange(len(labels)), labels], 1e-300, None))
+        return cls._build(p, nll, labels, ids)
+
+    @classmethod
+    def _build(cls, probs, nll, labels, ids) -> Samples:
+        n, k = probs.shape
+        pred = probs.argmax(axis=1)
+        conf = probs[np.arange(n), pred]
+        if k > 1:
+            top2 = np.partition(probs, k - 2, axis=1)[:, k - 2]
+            margin = conf - top2
+        else:
+            margin = np.ones(n)
+        ids = np.arange(n) if ids is None else np.asarray(ids).astype(np.int64)
+        return cls(labels, pred, conf, nll, margin, ids, k)
+
+    @property
+    def hit(self) -> np.ndarray:
+        return self.pred == self.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, idx) -> Samples:
+        """The samples at ``idx`` (a bootstrap resample, or a subset)."""
+        return Samples(self.labels[idx], self.pred[idx], self.conf[idx], self.nll[idx], self.margin[idx],
+                       self.ids[idx], self.num_classes, self.rank[idx])
+
+
+def _check_labels(scores: np.ndarray, labels) -> np.ndarray:
+    labels = np.asarray(labels)
+    if scores.ndim != 2:
+        raise ValueError(f"logits/probs must be (N, K); got shape {scores.shape}")
+    if labels.shape != (scores.shape[0],):
+        raise ValueError(f"labels must be ({scores.shape[0]},) to match; got shape {labels.shape}")
     if len(labels) == 0:
         raise ValueError("no samples")
-    if labels.min() < 0 or labels.max() >= probs.shape[1]:
-        raise ValueError(f"labels must be in [0, {probs.shape[1] - 1}]")
-    return probs, labels
+    labels = labels.astype(np.int64)
+    if labels.min() < 0 or labels.max() >= scores.shape[1]:
+        raise ValueError(f"labels must be in [0, {scores.shape[1] - 1}]")
+    return labels
 
 
-def confidence(probs: np.ndarray) -> np.ndarray:
-    return np.asarray(probs).max(axis=1)
+def take(evidence, idx):
+    """A resample of evidence on the same images: a Samples or a dict of them."""
+    if isinstance(evidence, Samples):
+        return evidence.take(idx)
+    if isinstance(evidence, Mapping):
+        return {k: take(v, idx) for k, v in evidence.items()}
+    raise TypeError(f"cannot resample {type(evidence).__name__}")
 
 
-def correct(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    probs, labels = _check(probs, labels)
-    return probs.argmax(axis=1) == labels
+def evidence_size(evidence) -> int:
+    if isinstance(evidence, Samples):
+        return len(evidence)
+    sizes = {evidence_size(v) for v in evidence.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"evidence on different image sets (sizes {sorted(sizes)}) cannot be resampled together")
+    return sizes.pop()
 
 
-def accuracy(probs, labels) -> float:
-    return float(correct(probs, labels).mean())
+# ============================================================================ building blocks
 
 
-def nll(probs, labels, eps: float = 1e-12) -> float:
-    """Mean negative log-likelihood of the true class (the test loss)."""
-    probs, labels = _check(probs, labels)
-    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], eps, None)).mean())
+def class_counts(s: Samples) -> tuple[np.ndarray, np.ndarray]:
+    """(test images per class, right predictions per class)."""
+    k = s.num_classes
+    n = np.bincount(s.labels, minlength=k).astype(np.float64)
+    h = np.bincount(s.labels, weights=s.hit.astype(np.float64), minlength=k)
+    return n, h
 
 
-def per_class_accuracy(probs, labels, num_classes: int | None = None) -> np.ndarray:
-    """Accuracy of each class (recall); NaN for a class with no samples."""
-    probs, labels = _check(probs, labels)
-    k = num_classes or probs.shape[1]
-    hits = correct(probs, labels)
-    n = np.bincount(labels, minlength=k).astype(np.float64)
-    h = np.bincount(labels, weights=hits, minlength=k)
+def class_recall(s: Samples) -> np.ndarray:
+    """Accuracy of each class (NaN for a class with no test images)."""
+    n, h = class_counts(s)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, h / np.maximum(n, 1), np.nan)
 
 
-def confusion_matrix(probs, labels, num_classes: int | None = None) -> np.ndarray:
-    """Counts: rows are true classes, columns predicted classes."""
-    probs, labels = _check(probs, labels)
-    k = num_classes or probs.shape[1]
-    pred = probs.argmax(axis=1)
-    return np.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
-
-
-def confident_errors(probs, labels, threshold: float) -> int:
-    probs, labels = _check(probs, labels)
-    wrong = probs.argmax(axis=1) != labels
-    return int((wrong & (probs.max(axis=1) >= threshold)).sum())
-
-
-def confident_error_share(probs, labels, threshold: float) -> float:
-    """Share of all errors made with confidence >= threshold (0 when there are no errors)."""
-    probs, labels = _check(probs, labels)
-    wrong = probs.argmax(axis=1) != labels
-    n_wrong = int(wrong.sum())
-    return confident_errors(probs, labels, threshold) / n_wrong if n_wrong else 0.0
-
-
-def most_confident_errors(probs, labels) -> np.ndarray:
-    """Indices of the wrong predictions, most confident first (stable for ties)."""
-    probs, labels = _check(probs, labels)
-    conf = probs.max(axis=1)
-    wrong = np.flatnonzero(probs.argmax(axis=1) != labels)
-    return wrong[np.argsort(-conf[wrong], kind="stable")]
-
-
-def mean_confidence_wrong(probs, labels) -> float:
-    """Mean confidence of the wrong predictions (NaN when there are none)."""
-    probs, labels = _check(probs, labels)
-    wrong = probs.argmax(axis=1) != labels
-    return float(probs.max(axis=1)[wrong].mean()) if wrong.any() else float("nan")
-
-
-def _netcal_inputs(probs, labels):
-    probs, labels = _check(probs, labels)
-    conf = probs.max(axis=1)
-    hit = (probs.argmax(axis=1) == labels).astype(np.float64)
-    return conf, hit
-
-
-def ece(probs, labels, bins: int = ECE_BINS) -> float:
-    """Top-label ECE (see the module docstring), via netcal."""
-    from netcal.metrics import ECE
-
-    conf, hit = _netcal_inputs(probs, labels)
-    # detection=True: netcal takes the confidences and the hits as given (top-label form),
-    # rather than guessing binary vs multi-class from the labels present.
-    return float(ECE(bins=bins, detection=True).measure(conf, hit))
-
-
-def mce(probs, labels, bins: int = ECE_BINS) -> float:
-    from netcal.metrics import MCE
-
-    conf, hit = _netcal_inputs(probs, labels)
-    return float(MCE(bins=bins, detection=True).measure(conf, hit))
+def confusion(s: Samples) -> np.ndarray:
+    """Counts (K, K): rows are true classes, columns predicted classes."""
+    k = s.num_classes
+    return np.bincount(s.labels * k + s.pred, minlength=k * k).reshape(k, k)
 
 
 def bin_index(conf: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
-    """The calibration bin of each confidence: [b/B, (b+1)/B), the last bin closed at 1.0."""
+    """The calibration bin of each confidence: [b/B, (b+1)/B), the last bin closed at 1.0.
+
+    floor(conf * B), then corrected by one where rounding put a value on the wrong side of
+    an edge ``np.linspace(0, 1, B + 1)[b]`` (the edges are compared exactly)."""
     edges = np.linspace(0.0, 1.0, bins + 1)
-    return np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, bins - 1)
+    idx = np.clip(np.floor(conf * bins).astype(np.int64), 0, bins - 1)
+    idx -= conf < edges[idx]
+    idx += (conf >= edges[idx + 1]) & (idx < bins - 1)
+    return idx
 
 
-def reliability(probs, labels, bins: int = ECE_BINS) -> dict[str, np.ndarray]:
-    """Per-bin counts, mean confidence and accuracy (NaN for empty bins), same bins as ece()."""
-    probs, labels = _check(probs, labels)
-    conf = probs.max(axis=1)
-    hit = probs.argmax(axis=1) == labels
-    idx = bin_index(conf, bins)
+def reliability(s: Samples, bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+    """Per-bin counts, mean confidence and accuracy (NaN for empty bins): the ECE bins."""
+    idx = bin_index(s.conf, bins)
     count = np.bincount(idx, minlength=bins).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(idx, weights=conf, minlength=bins) / count
-        acc = np.bincount(idx, weights=hit.astype(np.float64), minlength=bins) / count
-    return {"edges": np.linspace(0.0, 1.0, bins + 1), "count": count, "confidence": mean_conf, "accuracy": acc}
+        conf = np.bincount(idx, weights=s.conf, minlength=bins) / count
+        acc = np.bincount(idx, weights=s.hit.astype(np.float64), minlength=bins) / count
+    return {"edges": np.linspace(0.0, 1.0, bins + 1), "count": count, "confidence": conf, "accuracy": acc}
 
 
-def selective(probs, labels, threshold: float) -> tuple[float, float]:
-    """(coverage, selective accuracy) when predictions with confidence < threshold are
-    rejected; selective accuracy is NaN when nothing is kept."""
-    probs, labels = _check(probs, labels)
-    keep = probs.max(axis=1) >= threshold
-    hit = probs.argmax(axis=1) == labels
-    coverage = float(keep.mean())
-    return coverage, (float(hit[keep].mean()) if keep.any() else float("nan"))
+def _bin_gaps(s: Samples, bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray]:
+    idx = bin_index(s.conf, bins)
+    gap = np.bincount(idx, weights=s.conf - s.hit, minlength=bins)
+    return gap, np.bincount(idx, minlength=bins)
 
 
-def risk_coverage(probs, labels) -> tuple[np.ndarray, np.ndarray]:
-    """(coverage, risk) at coverage i/N for i = 1..N, most confident first (stable sort)."""
-    probs, labels = _check(probs, labels)
-    conf = probs.max(axis=1)
-    wrong = (probs.argmax(axis=1) != labels).astype(np.float64)
-    order = np.argsort(-conf, kind="stable")
-    n = len(labels)
-    kept = np.arange(1, n + 1)
-    return kept / n, np.cumsum(wrong[order]) / kept
+def risk_coverage(s: Samples) -> tuple[np.ndarray, np.ndarray]:
+    """(coverage, risk) at coverage i/N for i = 1..N, most confident first (stable sort).
+
+    Put in order by ``rank`` with counts instead of a sort: copies of one sample (in a
+    bootstrap resample) are identical, so repeating each rank's outcome by its count is the
+    sorted sequence."""
+    counts = np.bincount(s.rank)
+    present = counts > 0
+    wrong_by_rank = np.bincount(s.rank, weights=(~s.hit).astype(np.float64))[present] / counts[present]
+    wrong = np.repeat(wrong_by_rank, counts[present])
+    kept = np.arange(1, len(s) + 1)
+    return kept / len(s), np.cumsum(wrong) / kept
 
 
-def aurc(probs, labels) -> float:
-    _, risk = risk_coverage(probs, labels)
-    return float(risk.mean())
+def confident_errors_at(s: Samples, threshold: float) -> int:
+    """Wrong predictions with confidence >= threshold."""
+    return int((~s.hit & (s.conf >= threshold)).sum())
 
 
-def summary(probs, labels, thresholds=(0.9, 0.99), reject_below: float = 0.7) -> dict[str, float]:
-    """The headline metrics of one model on one split, as plain floats."""
-    probs, labels = _check(probs, labels)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = {
-            "accuracy": accuracy(probs, labels),
-            "loss": nll(probs, labels),
-            "errors": int((~correct(probs, labels)).sum()),
-            "mean_confidence_wrong": mean_confidence_wrong(probs, labels),
-            "ece": ece(probs, labels),
-            "mce": mce(probs, labels),
-            "aurc": aurc(probs, labels),
-        }
-        for t in thresholds:
-            tag = f"{round(t * 100):d}"
-            out[f"confident_errors_{tag}"] = confident_errors(probs, labels, t)
-            out[f"confident_error_share_{tag}"] = confident_error_share(probs, labels, t)
-        cov, sel = selective(probs, labels, reject_below)
-        out["selective_coverage"] = cov
-        out["selective_accuracy"] = sel
-        pca = per_class_accuracy(probs, labels)
-        out["worst_class_accuracy"] = float(np.nanmin(pca))
+def most_confident_errors(s: Samples) -> np.ndarray:
+    """Positions of the wrong predictions, most confident first (stable for ties)."""
+    wrong = np.flatnonzero(~s.hit)
+    return wrong[np.argsort(-s.conf[wrong], kind="stable")]
+
+
+# ============================================================================ the registry
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    family: str  # the stress-test family (a pytest marker): accuracy, confidence, calibration, ...
+    description: str  # one line: what it measures
+    direction: str  # HIGHER or LOWER is better, or NEUTRAL (no better side: no one-sided bound)
+    unit: str  # share (of images: shown as %) | probability | count | nats | score
+    fn: Callable  # fn(*evidence) or, with per="class", fn(*evidence, index)
+    needs: tuple[str, ...] = ("test",)
+    per: str | None = None  # "class": one value per class
+    paired: bool = True  # a function of per-sample arrays of one image set (bootstrap-able)
+
+    def compute(self, *evidence, index: int | None = None) -> float:
+        value = self.fn(*evidence) if self.per is None else self.fn(*evidence, index)
+        return float(value)
+
+
+REGISTRY: dict[str, Metric] = {}
+
+
+def register(name, family, description, direction, unit, needs=("test",), per=None, paired=True):
+    def deco(fn):
+        if name in REGISTRY:
+            raise ValueError(f"metric {name!r} is defined twice")
+        REGISTRY[name] = Metric(name, family, description, direction, unit, fn, tuple(needs), per, paired)
+        return fn
+
+    return deco
+
+
+def get(name: str) -> Metric:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(REGISTRY))}") from None
+
+
+def _need_errors(s: Samples) -> np.ndarray:
+    wrong = ~s.hit
+    if not wrong.any():
+        raise NotApplicable("the model makes no errors on these images")
+    return wrong
+
+
+# ---------------------------------------------------------------------------- accuracy
+
+
+@register("accuracy", "accuracy", "share of test images predicted right", HIGHER, "share")
+def accuracy(s: Samples) -> float:
+    return float(s.hit.mean())
+
+
+@register("accuracy_above_chance", "accuracy", "accuracy rescaled so that chance (1/K) is 0 and perfect is 1",
+          HIGHER, "score")
+def accuracy_above_chance(s: Samples) -> float:
+    chance = 1.0 / s.num_classes
+    return (accuracy(s) - chance) / (1.0 - chance)
+
+
+@register("errors", "accuracy", "wrong predictions on the test split", LOWER, "count")
+def errors(s: Samples) -> float:
+    return float((~s.hit).sum())
+
+
+@register("loss", "accuracy", "mean negative log-likelihood of the true class (test loss)", LOWER, "nats")
+def loss(s: Samples) -> float:
+    return float(s.nll.mean())
+
+
+@register("class_accuracy", "accuracy", "accuracy on the test images of one class", HIGHER, "share", per="class")
+def class_accuracy(s: Samples, index: int) -> float:
+    n, h = class_counts(s)
+    if n[index] == 0:
+        raise NotApplicable(f"class {index} has no test images")
+    return float(h[index] / n[index])
+
+
+@register("worst_class_accuracy", "accuracy", "accuracy of the class the model gets right least often",
+          HIGHER, "share")
+def worst_class_accuracy(s: Samples) -> float:
+    return float(np.nanmin(class_recall(s)))
+
+
+@register("balanced_accuracy", "accuracy", "mean of the per-class accuracies (each class counts once)",
+          HIGHER, "share")
+def balanced_accuracy(s: Samples) -> float:
+    return float(np.nanmean(class_recall(s)))
+
+
+@register("macro_f1", "accuracy", "mean over classes of the F1 score (harmonic mean of precision and recall)",
+          HIGHER, "share")
+def macro_f1(s: Samples) -> float:
+    k = s.num_classes
+    n, tp = class_counts(s)
+    predicted = np.bincount(s.pred, minlength=k).astype(np.float64)
+    present = n > 0
+    denom = n + predicted  # 2 TP / (2 TP + FP + FN) = 2 TP / (n_c + predicted_c)
+    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    return float(f1[present].mean())
+
+
+# ---------------------------------------------------------------------------- confidence
+
+
+@register("confident_errors_90", "confidence", "wrong predictions made with confidence >= 90%", LOWER, "count")
+def confident_errors_90(s: Samples) -> float:
+    return float(confident_errors_at(s, 0.90))
+
+
+@register("confident_errors_99", "confidence", "wrong predictions made with confidence >= 99%", LOWER, "count")
+def confident_errors_99(s: Samples) -> float:
+    return float(confident_errors_at(s, 0.99))
+
+
+@register("confident_error_share_90", "confidence", "share of all errors made with confidence >= 90%",
+          LOWER, "share")
+def confident_error_share_90(s: Samples) -> float:
+    wrong = _need_errors(s)
+    return float((s.conf[wrong] >= 0.90).mean())
+
+
+@register("mean_confidence_wrong", "confidence", "mean confidence of the wrong predictions", LOWER, "share")
+def mean_confidence_wrong(s: Samples) -> float:
+    wrong = _need_errors(s)
+    return float(s.conf[wrong].mean())
+
+
+# ---------------------------------------------------------------------------- calibration
+
+
+@register("ece", "calibration", "expected calibration error: mean |confidence - accuracy| over 15 bins",
+          LOWER, "probability")
+def ece(s: Samples) -> float:
+    gap, _ = _bin_gaps(s)
+    return float(np.abs(gap).sum() / len(s))
+
+
+@register("ece_over", "calibration", "the overconfident part of the ECE (bins where confidence > accuracy)",
+          LOWER, "probability")
+def ece_over(s: Samples) -> float:
+    gap, _ = _bin_gaps(s)
+    return float(np.clip(gap, 0, None).sum() / len(s))
+
+
+@register("ece_under", "calibration", "the underconfident part of the ECE (bins where confidence < accuracy)",
+          LOWER, "probability")
+def ece_under(s: Samples) -> float:
+    gap, _ = _bin_gaps(s)
+    return float(np.clip(-gap, 0, None).sum() / len(s))
+
+
+@register("mce", "calibration", "maximum calibration error: the largest |confidence - accuracy| of a bin",
+          LOWER, "probability")
+def mce(s: Samples) -> float:
+    gap, count = _bin_gaps(s)
+    full = count > 0
+    return float(np.max(np.abs(gap[full]) / count[full]))
+
+
+@register("calibration_gap", "calibration", "mean confidence minus accuracy (> 0 overconfident, < 0 underconfident)",
+          NEUTRAL, "probability")
+def calibration_gap(s: Samples) -> float:
+    return float(s.conf.mean() - s.hit.mean())
+
+
+# ---------------------------------------------------------------------------- selective prediction
+
+
+@register("selective_coverage", "selective", "share of test images kept when predictions below 70% confidence "
+          "are rejected", HIGHER, "share")
+def selective_coverage(s: Samples) -> float:
+    return float((s.conf >= REJECT_BELOW).mean())
+
+
+@register("selective_accuracy", "selective", "accuracy on the images kept when predictions below 70% confidence "
+          "are rejected", HIGHER, "share")
+def selective_accuracy(s: Samples) -> float:
+    keep = s.conf >= REJECT_BELOW
+    if not keep.any():
+        raise NotApplicable(f"no prediction reaches {REJECT_BELOW:.0%} confidence: nothing is kept")
+    return float(s.hit[keep].mean())
+
+
+@register("aurc", "selective", "area under the risk-coverage curve (error rate as the least confident are "
+          "rejected)", LOWER, "probability")
+def aurc(s: Samples) -> float:
+    return float(risk_coverage(s)[1].mean())
+
+
+# ---------------------------------------------------------------------------- generalisation
+
+
+@register("train_accuracy", "generalisation", "eval-mode accuracy on a fixed sample of the training images",
+          HIGHER, "share", needs=("train_sample",))
+def train_accuracy(train: Samples) -> float:
+    return accuracy(train)
+
+
+@register("val_accuracy", "generalisation", "eval-mode accuracy on the validation split", HIGHER, "share",
+          needs=("val",))
+def val_accuracy(val: Samples) -> float:
+    return accuracy(val)
+
+
+@register("generalisation_gap", "generalisation", "train-sample accuracy minus validation accuracy, both in eval "
+          "mode (memorisation)", LOWER, "share", needs=("train_sample", "val"), paired=False)
+def generalisation_gap(train: Samples, val: Samples) -> float:
+    return accuracy(train) - accuracy(val)
+
+
+# ---------------------------------------------------------------------------- robustness
+
+
+def _condition(ev: Mapping, name: str) -> Samples:
+    if name not in ev:
+        raise NotApplicable(f"the stress {name!r} was not run for this model")
+    return ev[name]
+
+
+def _register_stress(name: str, description: str) -> None:
+    register(f"{name}_accuracy", "robustness", description, HIGHER, "share", needs=("robustness",))(
+        lambda ev, _n=name: accuracy(_condition(ev, _n))
+    )
+
+
+for _name, _desc in {
+    "clean": "accuracy on the stress subset without any stress (the reference for the others)",
+    "noise": "accuracy under additive Gaussian pixel noise",
+    "contrast": "accuracy with the contrast reduced",
+    "brightness": "accuracy with the brightness raised",
+    "occlusion": "accuracy with a grey square over part of each image",
+    "fgsm": "accuracy under an FGSM attack (L-inf)",
+}.items():
+    _register_stress(_name, _desc)
+
+
+# ---------------------------------------------------------------------------- attention (Grad-CAM)
+
+
+@dataclass(frozen=True)
+class Attention:
+    """Per-image heatmap scores of one model (``harness/explain.py``); NaN = degenerate map."""
+
+    ids: np.ndarray
+    concentration: np.ndarray
+    confidence_change: np.ndarray
+
+
+def _maps(a: Attention) -> Attention:
+    if len(a.ids) == 0:
+        raise NotApplicable("no images to explain (the model makes no errors)")
+    return a
+
+
+@register("cam_concentration", "explain", "share of heatmap mass in its top 20% of pixels (mean over valid maps)",
+          NEUTRAL, "share", needs=("attention",), paired=False)
+def cam_concentration(a: Attention) -> float:
+    c = _maps(a).concentration
+    if not np.isfinite(c).any():
+        raise NotApplicable("every heatmap is degenerate (all zero)")
+    return float(np.nanmean(c))
+
+
+@register("cam_empty_share", "explain", "share of heatmaps that are degenerate (all zero: no evidence found)",
+          LOWER, "share", needs=("attention",), paired=False)
+def cam_empty_share(a: Attention) -> float:
+    return float(np.isnan(_maps(a).concentration).mean())
+
+
+@register("cam_confidence_change", "explain", "change of the predicted class's probability when only the "
+          "highlighted region is kept", HIGHER, "probability", needs=("attention",), paired=False)
+def cam_confidence_change(a: Attention) -> float:
+    return float(np.mean(_maps(a).confidence_change))
+
+
+# ============================================================================ measuring
+
+
+def measure(name: str, evidence: Callable[[str], object], index: int | None = None) -> float:
+    """The value of metric ``name``; ``evidence(kind)`` returns the evidence it needs.
+    Raises NotApplicable when the metric does not apply."""
+    m = get(name)
+    if m.per is not None and index is None:
+        raise ValueError(f"metric {name!r} has one value per {m.per}: give its index")
+    return m.compute(*(evidence(k) for k in m.needs), index=index)
+
+
+def measure_all(s: Samples, names: list[str] | None = None) -> dict[str, float | None]:
+    """Every whole-model metric of the test family on one ``Samples`` (None = not applicable)."""
+    out: dict[str, float | None] = {}
+    for name, m in REGISTRY.items():
+        if m.needs != ("test",) or m.per is not None or (names is not None and name not in names):
+            continue
+        try:
+            out[name] = m.compute(s)
+        except NotApplicable:
+            out[name] = None
     return out

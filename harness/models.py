@@ -21,16 +21,14 @@ gradient refers to on every device.
 
 ``cam_layer()`` (one module) is the older interface, kept for callers that use it.
 
-``MODEL_CODE_VERSION`` is part of the model-cache key: bump it whenever a change here
-changes what a trained model computes.
+This file's source is part of the model-cache key (``cache.code_hash``): any change here
+retrains the models it builds.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-MODEL_CODE_VERSION = "1"
 
 # Per-channel normalisation constants. Fashion-MNIST: seed 000's (x - 0.5) / 0.5.
 # CIFAR: the usual per-channel training-set statistics.

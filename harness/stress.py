@@ -55,26 +55,25 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torc
     return (x + eps * grad.sign()).clamp(0, 1).detach()
 
 
-def _accuracy(model, x, y) -> float:
-    with torch.no_grad():
-        return float((model(x).argmax(1) == y).float().mean())
+@torch.no_grad()
+def _logits(model, x) -> torch.Tensor:
+    return model(x).float().cpu()
 
 
-def robustness(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, dataset: str, device="cpu", batch_size: int = 500) -> dict[str, float]:
-    """Accuracy on clean and stressed copies of the given images."""
+def robustness(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, dataset: str, device="cpu",
+               batch_size: int = 500) -> dict[str, torch.Tensor]:
+    """Logits (N, K) on clean and stressed copies of the given images, per stress."""
     p = STRESSES[dataset]
     model = model.eval().to(device)
     gen = torch.Generator(device=device).manual_seed(SEED)
-    sums = {k: 0.0 for k in ("clean", "noise", "contrast", "brightness", "occlusion", "fgsm")}
-    n = len(y)
-    for i in range(0, n, batch_size):
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("clean", "noise", "contrast", "brightness", "occlusion", "fgsm")}
+    for i in range(0, len(y), batch_size):
         xb = to_float(x_uint8[i : i + batch_size].to(device))
         yb = y[i : i + batch_size].to(device)
-        w = len(yb)
-        sums["clean"] += _accuracy(model, xb, yb) * w
-        sums["noise"] += _accuracy(model, gaussian_noise(xb, p["noise_sigma"], gen), yb) * w
-        sums["contrast"] += _accuracy(model, low_contrast(xb, p["contrast"]), yb) * w
-        sums["brightness"] += _accuracy(model, brighten(xb, p["brightness"]), yb) * w
-        sums["occlusion"] += _accuracy(model, occlude(xb, p["occlusion"], gen), yb) * w
-        sums["fgsm"] += _accuracy(model, fgsm(model, xb, yb, p["fgsm_eps"]), yb) * w
-    return {f"{k}_accuracy": v / n for k, v in sums.items()}
+        out["clean"].append(_logits(model, xb))
+        out["noise"].append(_logits(model, gaussian_noise(xb, p["noise_sigma"], gen)))
+        out["contrast"].append(_logits(model, low_contrast(xb, p["contrast"])))
+        out["brightness"].append(_logits(model, brighten(xb, p["brightness"])))
+        out["occlusion"].append(_logits(model, occlude(xb, p["occlusion"], gen)))
+        out["fgsm"].append(_logits(model, fgsm(model, xb, yb, p["fgsm_eps"])))
+    return {k: torch.cat(v) for k, v in out.items()}

@@ -1,24 +1,17 @@
-"""train(recipe) -> trained model + history, and the on-disk model cache.
+"""train(recipe) -> trained model + history (through the model cache, ``cache.py``).
 
 The whole training split lives as a uint8 tensor on the training device; each batch is
 converted to float and augmented there with batched tensor ops (``augment.py``). The
-checkpoint kept is the one with the best validation accuracy, as the seeds do.
-
-Cache: one file per key, where key = hash(recipe's training fields, profile, data
-fingerprint, model code version, device type). Files are written to a temporary name and
-renamed (atomic), read with ``torch.load(weights_only=True)`` (no pickled code runs), and
-verified against a checksum; a damaged entry is reported with a warning and retrained.
+checkpoint kept is the one with the best validation accuracy, as the seeds do. With the
+kept weights, the model's logits on the validation split, the test split and a fixed
+sample of its training images (``train_sample_indices``) are stored with it.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
-import os
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -29,20 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import augment, models
+from . import augment, cache, models
 from .data import Dataset
 from .evaluate import Predictions, logits_of, to_float
 from .recipes import Recipe
 
-CACHE_ENV = "CNN_STRESS_CACHE"
-CACHE_FORMAT = 2
-
-
-def default_cache_dir() -> Path:
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "cnn-stress" / "models"
+TRAIN_SAMPLE_SEED = 4242
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -87,10 +72,16 @@ class TrainResult:
     temperature: float | None = None
     train_size: int = 0
     logits: dict[str, torch.Tensor] = field(default_factory=dict)  # split -> (N, K) float32, after T
+    train_sample_ids: torch.Tensor | None = None  # indices into the official training split
 
     def predictions(self, data: Dataset, split: str = "test") -> Predictions:
-        """Per-sample predictions on ``split`` (cached with the model: no re-evaluation)."""
-        _, y, ids = data.split(split)
+        """Per-sample predictions on ``split`` (cached with the model: no re-evaluation);
+        ``train_sample``: the fixed sample of training images (``train_sample_indices``)."""
+        if split == "train_sample":
+            ids = self.train_sample_ids
+            y = data.train_y[ids]
+        else:
+            _, y, ids = data.split(split)
         return Predictions(
             logits=self.logits[split].numpy(), labels=y.numpy().astype(np.int64),
             ids=ids.numpy().astype(np.int64), split=split,
@@ -111,84 +102,7 @@ def training_recipe(recipe: Recipe) -> Recipe:
 
 
 def cache_key(recipe: Recipe, profile: str, data_fingerprint: str, device: torch.device) -> str:
-    blob = json.dumps(
-        {
-            "recipe": training_recipe(recipe).to_dict(),
-            "profile": profile,
-            "data": data_fingerprint,
-            "model_code": models.MODEL_CODE_VERSION,
-            "format": CACHE_FORMAT,
-            "device": device.type,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
-def _state_checksum(state: dict) -> str:
-    h = hashlib.sha256()
-    for k in sorted(state):
-        t = state[k].detach().cpu().contiguous()
-        h.update(k.encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-_CHECKED_FIELDS = ("key", "recipe", "profile", "data_fingerprint", "model_code", "history", "best_epoch", "train_seconds", "train_size")
-
-
-def _entry_checksum(payload: dict) -> str:
-    """sha256 over the weights, the stored predictions and the metadata: torch's zip reader
-    does not verify its CRCs, so flipped bits anywhere must be caught here."""
-    h = hashlib.sha256(_state_checksum(payload["state_dict"]).encode())
-    for split in ("val", "test"):
-        z = payload[f"{split}_logits"].detach().cpu().contiguous()
-        h.update(str((z.dtype, tuple(z.shape))).encode())
-        h.update(z.reshape(-1).view(torch.uint8).numpy().tobytes())
-    h.update(json.dumps({k: payload.get(k) for k in _CHECKED_FIELDS}, sort_keys=True, default=str).encode())
-    return h.hexdigest()
-
-
-class CacheError(RuntimeError):
-    pass
-
-
-def save_entry(path: Path, payload: dict) -> None:
-    """Write atomically: a temporary file in the same folder, fsync, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_entry(path: Path, key: str) -> dict:
-    """Load and verify a cache entry; raise CacheError saying what is wrong."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [""]
-        raise CacheError(f"unreadable ({type(exc).__name__}: {lines[-1][:300]})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT:
-        raise CacheError("not a cache entry of this harness version")
-    if payload.get("key") != key:
-        raise CacheError(f"holds key {payload.get('key')!r}, expected {key!r}")
-    if not isinstance(payload.get("state_dict"), dict):
-        raise CacheError("no weights")
-    for split in ("val", "test"):
-        z = payload.get(f"{split}_logits")
-        if not isinstance(z, torch.Tensor) or z.ndim != 2 or not torch.isfinite(z).all():
-            raise CacheError(f"{split} predictions missing or not finite")
-    if _entry_checksum(payload) != payload.get("checksum"):
-        raise CacheError("contents (weights, predictions or history) do not match their checksum")
-    return payload
+    return cache.key(training_recipe(recipe).to_dict(), profile, data_fingerprint, device.type)
 
 
 # ------------------------------------------------------------------ training
@@ -216,6 +130,15 @@ def select_training_indices(recipe: Recipe, data: Dataset) -> torch.Tensor:
     if recipe.train_subset and recipe.train_subset < len(idx):
         idx = idx[torch.randperm(len(idx), generator=g)[: recipe.train_subset]].sort().values
     return idx
+
+
+def train_sample_indices(recipe: Recipe, data: Dataset) -> torch.Tensor:
+    """A fixed, seeded sample of the images this recipe trains on, as many as the validation
+    split holds (so both accuracies of the generalisation gap are equally precise)."""
+    idx = select_training_indices(recipe, data)
+    g = torch.Generator().manual_seed(TRAIN_SAMPLE_SEED)
+    n = min(len(idx), len(data.val_idx))
+    return idx[torch.randperm(len(idx), generator=g)[:n]].sort().values
 
 
 def _loss(logits, target, recipe: Recipe, class_weight):
@@ -389,15 +312,16 @@ def train(
     t0 = time.perf_counter()
     dev = resolve_device(device)
     key = cache_key(recipe, profile, data.fingerprint, dev)
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache_dir = Path(cache_dir) if cache_dir else cache.default_cache_dir()
     path = cache_dir / f"{recipe.dataset}_{profile}_{key}.pt"
     label = f"[{recipe.key} {profile}]"
+    sample_ids = train_sample_indices(recipe, data)
 
     payload = None
     if use_cache and path.exists():
         try:
-            payload = load_entry(path, key)
-        except CacheError as exc:
+            payload = cache.load_entry(path, key)
+        except cache.CacheError as exc:
             warnings.warn(f"model cache entry {path} is damaged: {exc}; retraining {recipe.key}", RuntimeWarning, stacklevel=2)
             _progress(f"{label} cache entry damaged ({exc}); retraining")
     if payload is not None:
@@ -406,7 +330,8 @@ def train(
         model.to(dev)
         history, best_epoch = payload["history"], payload["best_epoch"]
         train_seconds, n = payload["train_seconds"], payload["train_size"]
-        logits = {"val": payload["val_logits"], "test": payload["test_logits"]}
+        logits = {split: payload[f"{split}_logits"] for split in cache.LOGIT_SPLITS}
+        sample_ids = torch.as_tensor(payload["train_sample_ids"], dtype=torch.int64)
         cached = True
         _progress(f"{label} loaded from cache {path.name}")
     else:
@@ -416,25 +341,23 @@ def train(
         # Predictions are a pure function of the kept weights and the data (both in the key):
         # storing them makes a cache hit cost a file read, not an evaluation pass.
         logits = {split: logits_of(model, data.split(split)[0], dev) for split in ("val", "test")}
+        logits["train_sample"] = logits_of(model, data.train_x[sample_ids], dev)
         entry = {
-            "format": CACHE_FORMAT,
             "key": key,
             "recipe": training_recipe(recipe).to_dict(),
             "profile": profile,
             "data_fingerprint": data.fingerprint,
-            "model_code": models.MODEL_CODE_VERSION,
             "state_dict": state,
             "history": history,
             "best_epoch": best_epoch,
             "train_seconds": train_seconds,
             "train_size": n,
-            "val_logits": logits["val"],
-            "test_logits": logits["test"],
+            "train_sample_ids": sample_ids.tolist(),
+            **{f"{split}_logits": z for split, z in logits.items()},
             "torch": str(torch.__version__),
         }
-        entry["checksum"] = _entry_checksum(entry)
         if use_cache:
-            save_entry(path, entry)
+            cache.save_entry(path, cache.seal(entry))
         cached = False
         _progress(f"{label} trained in {train_seconds:.1f}s; kept epoch {best_epoch}")
     model.eval()
@@ -458,4 +381,5 @@ def train(
         temperature=temperature,
         train_size=n,
         logits=logits,
+        train_sample_ids=sample_ids,
     )

@@ -1,4 +1,6 @@
-"""Calibration: top-label ECE and MCE, 15 equal-width bins (see harness/metrics.py)."""
+"""Calibration: top-label ECE over 15 equal-width bins, split into its overconfident and
+underconfident parts (harness/metrics.py), so a bound can forbid overconfidence without
+punishing a model that became cautious."""
 
 import pytest
 
@@ -9,5 +11,11 @@ def test_ece(gate):
     gate("ece")
 
 
-def test_mce(gate):
-    gate("mce")
+def test_ece_over(gate):
+    """The part of the ECE from bins where confidence exceeds accuracy."""
+    gate("ece_over")
+
+
+def test_ece_under(gate):
+    """The part of the ECE from bins where accuracy exceeds confidence."""
+    gate("ece_under")

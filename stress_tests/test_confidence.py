@@ -7,13 +7,8 @@ pytestmark = pytest.mark.confidence
 
 @pytest.mark.parametrize("threshold", ["90", "99"])
 def test_confident_errors(gate, threshold):
-    """Number of wrong predictions with confidence >= 0.90 / 0.99."""
+    """Number of wrong predictions with confidence >= 0.90 / 0.99 (seed 001: 315 / 54)."""
     gate(f"confident_errors_{threshold}")
-
-
-def test_confident_error_share(gate):
-    """Share of all errors made with confidence >= 0.90 (seed 000: 49.1%)."""
-    gate("confident_error_share_90")
 
 
 def test_mean_confidence_wrong(gate):

@@ -1,14 +1,10 @@
-"""The train-validation gap at the kept epoch (seed 001: ~40 points for the baseline)."""
-
-import math
+"""The generalisation gap: eval-mode accuracy on a fixed sample of the training images minus
+validation accuracy (seed 001: ~40 points for the baseline, < 3 after CutMix)."""
 
 import pytest
 
 pytestmark = pytest.mark.generalisation
 
 
-def test_generalisation_gap(stress, gate, model_name):
-    value = stress.value(model_name, "generalisation_gap")
-    if math.isnan(value):
-        pytest.skip(f"{model_name} has no training history (a model from the pytest_stress_model hook)")
-    gate("generalisation_gap", value)
+def test_generalisation_gap(gate):
+    gate("generalisation_gap")

@@ -28,7 +28,7 @@ from datagen import (
 )
 
 from harness import data as data_mod
-from harness.train import CACHE_ENV
+from harness.cache import CACHE_ENV
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 

@@ -5,6 +5,7 @@ import pytest
 from scipy.stats import binomtest
 
 from harness import compare, metrics
+from harness.metrics import NotApplicable, Samples
 
 
 def _probs(rng, n, k, sharp):
@@ -22,36 +23,98 @@ def test_mcnemar_counts_and_exact_p():
     assert compare.mcnemar_exact(a, a)["p_value"] == 1.0
 
 
-def test_compare_deltas_match_metrics_and_intervals_cover_them():
+def test_compare_deltas_are_the_registry_metrics_and_intervals_cover_them():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, 3000)
     pa, pb = _probs(rng, 3000, 10, 3.0), _probs(rng, 3000, 10, 1.0)
     pb[np.arange(1500), labels[:1500]] += 2.0  # b is right more often
     pb /= pb.sum(1, keepdims=True)
-    r = compare.compare(pa, pb, labels, n_boot=200)
-    assert r["accuracy_delta"] == pytest.approx(metrics.accuracy(pb, labels) - metrics.accuracy(pa, labels))
+    a, b = Samples.from_probs(pa, labels), Samples.from_probs(pb, labels)
+    r = compare.compare(a, b, n_boot=200)
     d = r["metric_deltas"]
-    assert d["ece"]["delta"] == pytest.approx(metrics.ece(pb, labels) - metrics.ece(pa, labels), abs=1e-6)
-    assert d["loss"]["delta"] == pytest.approx(metrics.nll(pb, labels) - metrics.nll(pa, labels), abs=1e-6)
-    assert d["aurc"]["delta"] == pytest.approx(metrics.aurc(pb, labels) - metrics.aurc(pa, labels), abs=1e-9)
-    assert d["confident_errors_90"]["delta"] == metrics.confident_errors(pb, labels, 0.9) - metrics.confident_errors(pa, labels, 0.9)
-    lo, hi = r["accuracy_delta_ci"]
-    assert lo <= r["accuracy_delta"] <= hi and lo > 0  # a large, real improvement is significant
+    for name in compare.COMPARED:
+        m = metrics.get(name)
+        assert d[name]["delta"] == pytest.approx(m.compute(b) - m.compute(a), abs=1e-12), name
+        lo, hi = d[name]["ci"]
+        assert lo <= d[name]["delta"] + 1e-9 and d[name]["delta"] - 1e-9 <= hi, name
+        assert d[name]["direction"] == m.direction
+    lo, hi = d["accuracy"]["ci"]
+    assert lo > 0  # a large, real improvement is significant
+    assert compare.improves(d["accuracy"]["ci"], metrics.HIGHER)
     assert r["mcnemar_p"] < 1e-6
+
+
+def test_intervals_match_a_plain_bootstrap_loop():
+    """The percentile interval, recomputed with a loop over numpy resamples of the raw arrays."""
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 4, 300)
+    pa, pb = _probs(rng, 300, 4, 2.0), _probs(rng, 300, 4, 1.0)
+    a, b = Samples.from_probs(pa, labels), Samples.from_probs(pb, labels)
+    got = compare.paired_interval("ece", a, b, n_boot=300, seed=7)
+    gen = np.random.default_rng(7)
+    boots = []
+    for _ in range(300):
+        idx = gen.integers(0, 300, 300)
+        boots.append(metrics.ece(Samples.from_probs(pb[idx], labels[idx]))
+                     - metrics.ece(Samples.from_probs(pa[idx], labels[idx])))
+    assert got["ci"] == pytest.approx(list(np.percentile(boots, [2.5, 97.5])), abs=1e-12)
 
 
 def test_identical_models_have_zero_width_intervals():
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 5, 500)
-    p = _probs(rng, 500, 5, 2.0)
-    r = compare.compare(p, p, labels, n_boot=50)
-    for v in r["metric_deltas"].values():
-        assert v["delta"] == 0 and v["ci"] == [0.0, 0.0]
+    s = Samples.from_probs(_probs(rng, 500, 5, 2.0), labels)
+    r = compare.compare(s, s, n_boot=50)
+    for name, v in r["metric_deltas"].items():
+        if v.get("not_applicable"):
+            continue
+        assert v["delta"] == 0 and v["ci"] == [0.0, 0.0], name
     assert r["mcnemar_p"] == 1.0
 
 
-def test_bootstrap_is_seeded():
+def test_bootstrap_is_seeded_and_independent_of_the_other_metrics():
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 5, 400)
-    pa, pb = _probs(rng, 400, 5, 2.0), _probs(rng, 400, 5, 2.0)
-    assert compare.compare(pa, pb, labels, n_boot=100) == compare.compare(pa, pb, labels, n_boot=100)
+    a, b = (Samples.from_probs(_probs(rng, 400, 5, 2.0), labels) for _ in range(2))
+    assert compare.compare(a, b, n_boot=100) == compare.compare(a, b, n_boot=100)
+    alone = compare.paired_interval("loss", a, b, n_boot=100)
+    together = compare.paired_intervals(["accuracy", "loss", "ece"], a, b, n_boot=100)["loss"]
+    assert alone == together
+
+
+def test_a_metric_that_does_not_apply_has_no_interval():
+    labels = np.array([0, 1, 2, 0])
+    probs = np.eye(3)[labels] * 0.5 + 0.5 / 3  # every prediction right
+    s = Samples.from_probs(probs, labels)
+    d = compare.paired_intervals(["mean_confidence_wrong", "accuracy"], s, s, n_boot=20)
+    assert d["mean_confidence_wrong"]["ci"] is None and "no errors" in d["mean_confidence_wrong"]["not_applicable"]
+    assert d["accuracy"]["ci"] == [0.0, 0.0]
+    with pytest.raises(NotApplicable):
+        compare.paired_interval("mean_confidence_wrong", s, s, n_boot=20)
+
+
+def test_unpaired_metrics_and_different_images_are_refused():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 50)
+    s = Samples.from_probs(_probs(rng, 50, 3, 1.0), labels)
+    with pytest.raises(ValueError, match="not a function of one paired image set"):
+        compare.paired_interval("generalisation_gap", s, s)
+    other = Samples.from_probs(_probs(rng, 40, 3, 1.0), labels[:40])
+    with pytest.raises(ValueError, match="different numbers of images"):
+        compare.paired_interval("accuracy", s, other)
+    with pytest.raises(ValueError, match="not evaluated on the same test images"):
+        compare.compare(s, Samples.from_probs(_probs(rng, 50, 3, 1.0), labels, ids=np.arange(50) + 1))
+
+
+@pytest.mark.parametrize("ci, direction, improves, harmful", [
+    ([-0.3, -0.1], metrics.LOWER, True, False),
+    ([-0.3, 0.1], metrics.LOWER, False, False),
+    ([0.1, 0.3], metrics.LOWER, False, True),
+    ([0.1, 0.3], metrics.HIGHER, True, False),
+    ([-0.3, -0.1], metrics.HIGHER, False, True),
+])
+def test_effect_expectations(ci, direction, improves, harmful):
+    assert compare.improves(ci, direction) is improves
+    assert compare.harmful(ci, direction) is harmful
+    assert compare.effect_holds("improves", ci, direction) is improves
+    assert compare.effect_holds("not_worse", ci, direction) is (not harmful)

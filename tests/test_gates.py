@@ -1,27 +1,42 @@
-"""gates.toml parsing and the pass/fail messages."""
+"""gates.toml: validation before any training, merging, and the pass/fail messages."""
 
+import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from harness.gates import Gate, GateFileError, Gates, check
+from harness import metrics, recipes
+from harness.gates import Gate, GateFileError, Gates, check, not_applicable
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def load(tmp_path, text: str) -> Gates:
+    p = tmp_path / "g.toml"
+    p.write_text(text)
+    return Gates.load(p)
+
+
+# ------------------------------------------------------------------ messages
 
 
 def test_absolute_message_names_metric_value_bound_and_source():
     g = Gate("ece", "max", 0.05, "gates.toml [fashion-mnist.full.baseline]")
     out = check(g, 0.071)
-    assert not out.passed
+    assert out.status == "failed" and not out.passed
     assert out.message == "ece=0.071 > max 0.05 (gates.toml [fashion-mnist.full.baseline])"
     assert check(g, 0.05).passed and check(g, 0.01).passed
+    assert check(g, 0.01).message == "ece=0.01 <= max 0.05 (gates.toml [fashion-mnist.full.baseline])"
 
 
-def test_min_gate():
+def test_min_gate_and_per_class_label():
     g = Gate("accuracy", "min", 0.85, "src")
     assert check(g, 0.85).passed
-    assert not check(g, 0.8499).passed
     assert "accuracy=0.8499 < min 0.85 (src)" == check(g, 0.8499).message
+    c = Gate("class_accuracy", "min", 0.5, "src")
+    assert check(c, 0.0, label="Shirt").message == "class_accuracy[Shirt]=0 < min 0.5 (src)"
 
 
 def test_relative_gates():
@@ -33,49 +48,155 @@ def test_relative_gates():
     delta = Gate("accuracy", "min_delta", -0.02, "src")
     assert check(delta, 0.90, reference=0.91).passed
     assert not check(delta, 0.88, reference=0.91).passed
+    assert check(delta, 0.88, reference=0.91).message == "accuracy=0.88 < min baseline 0.91 - 0.02 = 0.89 (src)"
     with pytest.raises(ValueError, match="needs the baseline"):
         check(delta, 0.9)
 
 
-def test_nan_value_fails():
+def test_effect_gates_read_the_paired_interval():
+    improves = Gate("confident_errors_99", "effect", "improves", "src")
+    ok = check(improves, -11.0, reference=12, interval=[-15.0, -7.0])
+    assert ok.passed and ok.interval == [-15.0, -7.0]
+    assert ok.message == ("confident_errors_99 change -11 [95% CI -15, -7] vs baseline 12: as expected "
+                          "(improves: the interval on the improving (lower) side) (src)")
+    assert not check(improves, -2.0, reference=12, interval=[-6.0, 1.0]).passed
+    not_worse = Gate("accuracy", "effect", "not_worse", "src")
+    assert check(not_worse, -0.004, reference=0.87, interval=[-0.01, 0.002]).passed
+    bad = check(not_worse, -0.03, reference=0.87, interval=[-0.04, -0.02])
+    assert not bad.passed and "NOT as expected (not_worse: the interval not wholly on the harmful (lower) side)" in bad.message
+    with pytest.raises(ValueError, match="paired interval"):
+        check(improves, -1.0)
+
+
+def test_nan_value_fails_and_not_applicable_is_its_own_status():
     out = check(Gate("mean_confidence_wrong", "max", 0.5, "src"), float("nan"))
     assert not out.passed and "nan" in out.message
+    na = not_applicable(Gate("mean_confidence_wrong", "max", 0.5, "src"), "the model makes no errors")
+    assert na.status == "n/a" and not na.passed
+    assert na.message == "mean_confidence_wrong not applicable: the model makes no errors (src)"
 
 
-def test_model_table_overrides_default(tmp_path):
-    p = tmp_path / "g.toml"
-    p.write_text(
-        "[d.smoke.default]\naccuracy_min = 0.5\nece_max = 0.1\n"
-        "[d.smoke.m]\naccuracy_min = 0.7\n[d.smoke.m.vs_baseline]\nloss_max_delta = 0.0\n"
-    )
-    g = Gates.load(p)
-    a = g.absolute("d", "smoke", "m")
-    assert a["accuracy_min"].bound == 0.7 and a["accuracy_min"].source == "g.toml [d.smoke.m]"
-    assert a["ece_max"].source == "g.toml [d.smoke.default]"
-    assert g.absolute("d", "smoke", "other")["accuracy_min"].bound == 0.5
-    assert set(g.relative("d", "smoke", "m")) == {"loss_max_delta"}
-    assert g.absolute("d", "full", "m") == {}
+# ------------------------------------------------------------------ merging
+
+
+def test_model_table_overrides_defaults_and_any_dataset_table_applies(tmp_path):
+    g = load(tmp_path, "[default.smoke.default]\naccuracy_above_chance_min = 0.1\nece_max = 0.2\n"
+                       "[d.smoke.default]\naccuracy_min = 0.5\nece_max = 0.1\n"
+                       "[d.smoke.augment]\naccuracy_min = 0.7\n[d.smoke.augment.vs_baseline]\nloss_max_delta = 0.0\n")
+    a = g.absolute("d", "smoke", "augment")
+    assert a["accuracy_min"].bound == 0.7 and a["accuracy_min"].source == "g.toml [d.smoke.augment]"
+    assert a["ece_max"].bound == 0.1 and a["ece_max"].source == "g.toml [d.smoke.default]"
+    assert a["accuracy_above_chance_min"].source == "g.toml [default.smoke.default]"
+    assert g.absolute("d", "smoke", "baseline")["accuracy_min"].bound == 0.5
+    assert set(g.relative("d", "smoke", "augment")) == {"loss_max_delta"}
+    assert g.relative("d", "smoke", "baseline") == {}
+    other = g.absolute("my-own-data", "smoke", "baseline")  # any dataset: the default table
+    assert set(other) == {"accuracy_above_chance_min", "ece_max"} and other["ece_max"].bound == 0.2
+    assert g.absolute("d", "full", "augment") == {}
+    assert g.tables_for("d", "smoke", "augment") == [
+        "g.toml [default.smoke.default]", "g.toml [d.smoke.default]", "g.toml [d.smoke.augment]"]
+
+
+# ------------------------------------------------------------------ validation
 
 
 @pytest.mark.parametrize(
     "body, match",
     [
-        ("[d.smoke.m]\naccuracy = 0.5\n", "must end in one of"),
-        ("[d.smoke.m]\naccuracy_min = 'high'\n", "is not a number"),
-        ("[d.smoke.m]\naccuracy_min_delta = 0.1\n", "relative bounds go under .vs_baseline"),
+        ("[d.smoke.m]\naccuracy = 0.5\n", r"key 'accuracy' must be <metric>_<kind> with kind one of min, max"),
+        ("[d.smoke.m]\naccuracy_min = 'high'\n", "is not a finite number"),
+        ("[d.smoke.m]\naccuracy_min = nan\n", "is not a finite number"),
+        ("[d.smoke.m]\naccuracy_min = true\n", "is not a finite number"),
+        ("[d.smoke.m]\naccuracy_min_delta = 0.1\n", r"relative bounds go under \.vs_baseline"),
+        ("[d.smoke.m.vs_baseline]\naccuracy_min = 0.1\n", "absolute bounds go in the model's own table"),
+        ("[d.smoke.m]\neece_max = 0.05\n", r"unknown metric 'eece' \(did you mean 'ece'\?\)"),
+        ("[d.smoke.m]\naccuracy_max = 0.99\n", "accuracy is higher-is-better, so a max bound points the wrong way; "
+         "use accuracy_min"),
+        ("[d.smoke.m]\nece_min = 0.01\n", "ece is lower-is-better, so a min bound points the wrong way; use ece_max"),
+        ("[d.smoke.m.vs_baseline]\nloss_min_delta = 0.0\n", "use loss_effect or loss_max_delta or loss_max_ratio"),
+        ("[d.smoke.m.vs_baseline]\nloss_effect = 'better'\n", "use one of 'improves', 'not_worse'"),
+        ("[d.smoke.m.vs_baseline]\ngeneralisation_gap_effect = 'improves'\n", "cannot be compared on the same images"),
+        ("[d.smoke.m.vs_baseline]\ncalibration_gap_effect = 'improves'\n", "no better side"),
+        ("[d.smoke.m.vs_baseline]\nconfident_errors_99_max_ratio = -1\n", "a ratio bound must be >= 0"),
+        ("[d.smoke.baseline.vs_baseline]\nloss_max_delta = 0\n", "the baseline cannot be bounded relative to itself"),
+        ("[d.smok.m]\naccuracy_min = 0.5\n", r"unknown profile 'smok' \(did you mean 'smoke'\?\)"),
+        ("[d.smoke.m]\nnested = {a = 1}\n", "'nested' is a table"),
+        ("[d.smoke]\nm = 3\n", "expected a table"),
+        ("accuracy_min = 0.5\n", "top-level key 'accuracy_min'"),
         ("[d.smoke.m\n", "not valid TOML"),
     ],
 )
-def test_bad_gate_files_are_rejected(tmp_path, body, match):
-    p = tmp_path / "g.toml"
-    p.write_text(body)
+def test_bad_gate_files_are_rejected_with_the_key_and_the_choices(tmp_path, body, match):
     with pytest.raises(GateFileError, match=match):
-        Gates.load(p)
+        load(tmp_path, body)
 
 
-def test_committed_gates_file_is_valid():
+def test_missing_and_unreadable_files(tmp_path):
+    with pytest.raises(GateFileError, match="does not exist"):
+        Gates.load(tmp_path / "nope.toml")
+    (tmp_path / "bin.toml").write_bytes(b"\xff\xfe[")
+    with pytest.raises(GateFileError, match="cannot be read"):
+        Gates.load(tmp_path / "bin.toml")
+
+
+def test_names_are_checked_against_the_run(tmp_path):
+    g = load(tmp_path, "[fashion-mnist.smoke.default]\naccuracy_min = 0.5\n[fashion-mnist.smoke.augmnet]\nece_max = 0.1\n")
+    with pytest.raises(GateFileError, match=r"unknown model 'augmnet' \(did you mean 'augment'\?\)"):
+        g.check_run("fashion-mnist", "smoke", ["baseline", "augment"], ("fashion-mnist",), recipes.names())
+    g = load(tmp_path, "[fashon-mnist.smoke.default]\naccuracy_min = 0.5\n")
+    with pytest.raises(GateFileError, match=r"unknown dataset 'fashon-mnist' \(did you mean 'fashion-mnist'\?\)"):
+        g.check_run("fashion-mnist", "smoke", ["baseline"], ("fashion-mnist", "cifar10"), recipes.names())
+    g = load(tmp_path, "[fashion-mnist.smoke.default]\naccuracy_min = 0.5\n[fashion-mnist.smoke.lr3e-3]\nece_max = 0.1\n")
+    g.check_run("fashion-mnist", "smoke", ["baseline", "lr3e-3"], ("fashion-mnist",), recipes.names())  # a run's model
+
+
+def test_a_run_with_no_table_for_a_model_is_refused(tmp_path):
+    g = load(tmp_path, "[fashion-mnist.smoke.default]\naccuracy_min = 0.5\n")
+    with pytest.raises(GateFileError, match=r"no gates apply to 'baseline' of fashion-mnist / full .*"
+                                            r"\[fashion-mnist\.full\.default\].*tables for: smoke"):
+        g.check_run("fashion-mnist", "full", ["baseline"], ("fashion-mnist",), recipes.names())
+    # a candidate with only relative bounds is still checked; the baseline needs absolute ones
+    g = load(tmp_path, "[fashion-mnist.smoke.augment.vs_baseline]\naccuracy_min_delta = -0.1\n")
+    with pytest.raises(GateFileError, match="no gates apply to 'baseline'"):
+        g.check_run("fashion-mnist", "smoke", ["baseline", "augment"], ("fashion-mnist",), recipes.names())
+
+
+def test_committed_gates_file_is_valid_and_every_seed_improvement_has_a_comparison():
     g = Gates.load(ROOT / "gates.toml")
     base = g.absolute("fashion-mnist", "smoke", "baseline")
-    assert base["accuracy_min"].bound >= 0.85  # issue 2: the smoke baseline reaches 85%
+    assert base["accuracy_min"].bound >= 0.85  # the smoke baseline reaches 85%
     for ds, profile, model in [("cifar100", "full", "cutmix"), ("fashion-mnist", "full", "augment")]:
         assert g.relative(ds, profile, model), f"no relative gates for {ds}/{profile}/{model}"
+    for ds in recipes.BASELINES:
+        for profile in ("smoke", "full"):
+            g.check_run(ds, profile, ["baseline", recipes.DEFAULT_CANDIDATE[ds]], recipes.BASELINES, recipes.names())
+
+
+# ------------------------------------------------------------------ fuzzing: any document -> valid or a clear error
+
+_keys = st.sampled_from([*(f"{m}_{k}" for m in ("accuracy", "ece", "loss", "eece", "calibration_gap")
+                           for k in ("min", "max", "min_delta", "max_ratio", "effect")), "vs_baseline", "x"])
+_values = st.one_of(st.floats(allow_nan=True), st.integers(-5, 5), st.booleans(), st.text(max_size=5),
+                    st.sampled_from(["improves", "not_worse"]), st.just({}), st.lists(st.integers(), max_size=2))
+_tables = st.recursive(st.dictionaries(_keys, _values, max_size=4),
+                       lambda inner: st.dictionaries(st.sampled_from(["vs_baseline", "default", "m"]), inner, max_size=2),
+                       max_leaves=8)
+_docs = st.dictionaries(st.sampled_from(["d", "default", "accuracy_min"]),
+                        st.one_of(st.dictionaries(st.sampled_from(["smoke", "full", "smok", "full-imbalance"]),
+                                                  st.one_of(st.dictionaries(st.sampled_from(["default", "m", "baseline"]),
+                                                                            _tables, max_size=2), _values),
+                                                  max_size=2), _values), max_size=3)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(_docs)
+def test_any_document_gives_a_valid_configuration_or_a_gate_file_error(doc):
+    try:
+        g = Gates(doc, Path("fuzz.toml"))
+    except GateFileError as exc:
+        assert str(exc).startswith("fuzz.toml"), exc
+        return
+    for (ds, profile, model) in g._parsed:
+        for gate in [*g.absolute(ds, profile, model).values(), *g.relative(ds, profile, model).values()]:
+            assert gate.metric in metrics.REGISTRY
+            assert isinstance(gate.bound, str) or math.isfinite(gate.bound)

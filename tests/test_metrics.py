@@ -1,5 +1,6 @@
-"""harness.metrics: Hypothesis properties, and cross-checks against independent
-implementations (a plain numpy ECE/MCE, scikit-learn)."""
+"""harness.metrics (the registry): Hypothesis properties, and cross-checks against
+independent implementations (netcal and a plain numpy loop for calibration, scikit-learn
+and scipy for the rest)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from sklearn import metrics as skm
 
 from harness import metrics
+from harness.metrics import NotApplicable, Samples
 
 BINS = 15
 # database=None: no .hypothesis/ folder in the repository
@@ -80,6 +82,28 @@ def reference_calibration(probs, labels, bins=BINS):
     return ece, mce
 
 
+def S(probs, labels) -> Samples:
+    return Samples.from_probs(probs, labels)
+
+
+def ece(probs, labels):
+    return metrics.ece(S(probs, labels))
+
+
+def mce(probs, labels):
+    return metrics.mce(S(probs, labels))
+
+
+def netcal_calibration(probs, labels, bins=BINS):
+    """netcal's top-label ECE and MCE (detection=True: confidences and hits as given)."""
+    from netcal.metrics import ECE, MCE
+
+    conf = np.asarray(probs, dtype=np.float64).max(1)
+    hit = (np.asarray(probs).argmax(1) == labels).astype(np.float64)
+    return (float(ECE(bins=bins, detection=True).measure(conf, hit)),
+            float(MCE(bins=bins, detection=True).measure(conf, hit)))
+
+
 # ------------------------------------------------------------------ ECE / MCE
 
 
@@ -87,7 +111,7 @@ def reference_calibration(probs, labels, bins=BINS):
 @given(problems)
 def test_ece_and_mce_are_in_0_1(problem):
     probs, labels = problem
-    e, m = metrics.ece(probs, labels), metrics.mce(probs, labels)
+    e, m = ece(probs, labels), mce(probs, labels)
     assert 0.0 <= e <= 1.0
     assert 0.0 <= m <= 1.0
     assert e <= m + 1e-12  # an average of the gaps never exceeds their maximum
@@ -95,11 +119,30 @@ def test_ece_and_mce_are_in_0_1(problem):
 
 @FAST
 @given(problems)
-def test_ece_and_mce_match_a_numpy_reference(problem):
+def test_ece_and_mce_match_a_numpy_reference_and_netcal(problem):
     probs, labels = problem
     ref_ece, ref_mce = reference_calibration(probs, labels)
-    assert metrics.ece(probs, labels) == pytest.approx(ref_ece, abs=1e-6)
-    assert metrics.mce(probs, labels) == pytest.approx(ref_mce, abs=1e-6)
+    assert ece(probs, labels) == pytest.approx(ref_ece, abs=1e-9)
+    assert mce(probs, labels) == pytest.approx(ref_mce, abs=1e-9)
+    nc_ece, nc_mce = netcal_calibration(probs, labels)
+    assert ece(probs, labels) == pytest.approx(nc_ece, abs=1e-6)
+    assert mce(probs, labels) == pytest.approx(nc_mce, abs=1e-6)
+
+
+@FAST
+@given(problems)
+def test_ece_splits_into_its_overconfident_and_underconfident_parts(problem):
+    probs, labels = problem
+    s = S(probs, labels)
+    over, under = metrics.ece_over(s), metrics.ece_under(s)
+    assert over >= 0 and under >= 0
+    assert over + under == pytest.approx(metrics.ece(s), abs=1e-12)
+    rel = metrics.reliability(s)
+    full = rel["count"] > 0
+    gaps = rel["count"][full] * (rel["confidence"][full] - rel["accuracy"][full]) / len(labels)
+    assert over == pytest.approx(gaps[gaps > 0].sum(), abs=1e-9)
+    assert under == pytest.approx(-gaps[gaps < 0].sum(), abs=1e-9)
+    assert metrics.calibration_gap(s) == pytest.approx(over - under, abs=1e-9)
 
 
 @FAST
@@ -107,13 +150,13 @@ def test_ece_and_mce_match_a_numpy_reference(problem):
 def test_ece_and_mce_on_bin_edges_and_confidence_one_match_the_reference(problem):
     probs, labels = problem
     ref_ece, ref_mce = reference_calibration(probs, labels)
-    assert metrics.ece(probs, labels) == pytest.approx(ref_ece, abs=1e-6)
-    assert metrics.mce(probs, labels) == pytest.approx(ref_mce, abs=1e-6)
+    assert ece(probs, labels) == pytest.approx(ref_ece, abs=1e-6)
+    assert mce(probs, labels) == pytest.approx(ref_mce, abs=1e-6)
 
 
 def test_reliability_bins_agree_with_the_reference_on_edges():
     probs, labels = edge_problem(seed=3, n=400, k=4, edge_share=1.0)
-    rel = metrics.reliability(probs, labels)
+    rel = metrics.reliability(S(probs, labels))
     conf = probs.max(1)
     edges = [b / BINS for b in range(BINS + 1)]
     expected = [
@@ -137,16 +180,16 @@ def test_confidence_one_falls_in_the_last_bin():
     probs = one_hot_rows(pred, 3)
     labels = pred.copy()
     labels[:3] = (labels[:3] + 1) % 3
-    assert metrics.ece(probs, labels) == pytest.approx(0.3, abs=1e-9)
-    assert metrics.mce(probs, labels) == pytest.approx(0.3, abs=1e-9)
+    assert ece(probs, labels) == pytest.approx(0.3, abs=1e-9)
+    assert mce(probs, labels) == pytest.approx(0.3, abs=1e-9)
     # with two more at 0.95 (also the last bin: [14/15, 1]), both right
     p2 = np.array([[0.95, 0.05, 0.0], [0.0, 0.05, 0.95]])
     probs2 = np.vstack([probs, p2])
     labels2 = np.concatenate([labels, [0, 2]])
     conf_mean = (10 * 1.0 + 2 * 0.95) / 12
     acc = 9 / 12
-    assert metrics.ece(probs2, labels2) == pytest.approx(abs(acc - conf_mean), abs=1e-9)
-    rel = metrics.reliability(probs2, labels2)
+    assert ece(probs2, labels2) == pytest.approx(abs(acc - conf_mean), abs=1e-9)
+    rel = metrics.reliability(S(probs2, labels2))
     assert rel["count"][-1] == 12 and rel["count"][:-1].sum() == 0
 
 
@@ -168,7 +211,7 @@ def test_confidence_on_an_edge_opens_the_upper_bin(b):
     separate = 0.5 * abs(1 - c) + 0.5 * abs(0 - below)
     ref_ece, _ = reference_calibration(probs, labels)
     assert ref_ece == pytest.approx(separate, abs=1e-12)
-    assert metrics.ece(probs, labels) == pytest.approx(separate, abs=1e-9)
+    assert ece(probs, labels) == pytest.approx(separate, abs=1e-9)
 
 
 @st.composite
@@ -199,7 +242,7 @@ def calibrated_problems(draw):
 @given(calibrated_problems())
 def test_ece_is_zero_when_accuracy_equals_confidence(problem):
     probs, labels = problem
-    assert metrics.ece(probs, labels) == pytest.approx(0.0, abs=1e-9)
+    assert ece(probs, labels) == pytest.approx(0.0, abs=1e-9)
 
 
 @FAST
@@ -207,16 +250,16 @@ def test_ece_is_zero_when_accuracy_equals_confidence(problem):
 def test_ece_does_not_depend_on_sample_order(problem, seed):
     probs, labels = problem
     perm = np.random.default_rng(seed).permutation(len(labels))
-    assert metrics.ece(probs[perm], labels[perm]) == pytest.approx(metrics.ece(probs, labels), abs=1e-12)
-    assert metrics.mce(probs[perm], labels[perm]) == pytest.approx(metrics.mce(probs, labels), abs=1e-12)
+    assert ece(probs[perm], labels[perm]) == pytest.approx(ece(probs, labels), abs=1e-12)
+    assert mce(probs[perm], labels[perm]) == pytest.approx(mce(probs, labels), abs=1e-12)
 
 
 def test_ece_of_an_overconfident_model_is_its_gap():
     # every prediction at 0.9, half right: ECE = MCE = 0.4
     probs = np.tile([0.9, 0.1], (100, 1))
     labels = np.r_[np.zeros(50, int), np.ones(50, int)]
-    assert metrics.ece(probs, labels) == pytest.approx(0.4, abs=1e-9)
-    assert metrics.mce(probs, labels) == pytest.approx(0.4, abs=1e-9)
+    assert ece(probs, labels) == pytest.approx(0.4, abs=1e-9)
+    assert mce(probs, labels) == pytest.approx(0.4, abs=1e-9)
 
 
 # ------------------------------------------------------------------ confident errors, selective
@@ -229,33 +272,35 @@ THRESHOLDS = st.lists(st.floats(0.0, 1.0), min_size=2, max_size=8).map(sorted)
 @given(problems, THRESHOLDS)
 def test_confident_errors_fall_as_the_threshold_rises(problem, thresholds):
     probs, labels = problem
-    counts = [metrics.confident_errors(probs, labels, t) for t in thresholds]
+    s = S(probs, labels)
+    counts = [metrics.confident_errors_at(s, t) for t in thresholds]
     assert all(a >= b for a, b in zip(counts, counts[1:]))
-    n_wrong = int((probs.argmax(1) != labels).sum())
-    assert metrics.confident_errors(probs, labels, 0.0) == n_wrong
+    wrong = probs.argmax(1) != labels
+    assert metrics.confident_errors_at(s, 0.0) == int(wrong.sum())
     for t, c in zip(thresholds, counts):
-        assert c == int(((probs.argmax(1) != labels) & (probs.max(1) >= t)).sum())
-        share = metrics.confident_error_share(probs, labels, t)
-        assert 0.0 <= share <= 1.0
-        assert share == (c / n_wrong if n_wrong else 0.0)
+        assert c == int((wrong & (probs.max(1) >= t)).sum())
+    assert metrics.confident_errors_99(s) == metrics.confident_errors_at(s, 0.99)
+    assert metrics.confident_errors_90(s) == metrics.confident_errors_at(s, 0.90)
+    if wrong.any():
+        assert metrics.confident_error_share_90(s) == pytest.approx((probs.max(1)[wrong] >= 0.9).mean())
+        assert metrics.mean_confidence_wrong(s) == pytest.approx(probs.max(1)[wrong].mean())
+    else:
+        with pytest.raises(NotApplicable, match="no errors"):
+            metrics.mean_confidence_wrong(s)
 
 
 @FAST
-@given(problems, THRESHOLDS)
-def test_selective_coverage_falls_as_the_threshold_rises(problem, thresholds):
+@given(problems)
+def test_selective_prediction_rejects_below_70_percent(problem):
     probs, labels = problem
-    results = [metrics.selective(probs, labels, t) for t in thresholds]
-    coverages = [c for c, _ in results]
-    assert all(a >= b for a, b in zip(coverages, coverages[1:]))
-    for t, (cov, sel) in zip(thresholds, results):
-        keep = probs.max(1) >= t
-        assert cov == pytest.approx(keep.mean())
-        if keep.any():
-            assert 0.0 <= sel <= 1.0
-            assert sel == pytest.approx((probs.argmax(1) == labels)[keep].mean())
-        else:
-            assert np.isnan(sel)
-    assert metrics.selective(probs, labels, 0.0) == pytest.approx((1.0, metrics.accuracy(probs, labels)))
+    s = S(probs, labels)
+    keep = probs.max(1) >= 0.7
+    assert metrics.selective_coverage(s) == pytest.approx(keep.mean())
+    if keep.any():
+        assert metrics.selective_accuracy(s) == pytest.approx((probs.argmax(1) == labels)[keep].mean())
+    else:
+        with pytest.raises(NotApplicable, match="nothing is kept"):
+            metrics.selective_accuracy(s)
 
 
 # ------------------------------------------------------------------ AURC
@@ -265,7 +310,7 @@ def test_selective_coverage_falls_as_the_threshold_rises(problem, thresholds):
 @given(problems)
 def test_aurc_is_in_0_1_and_matches_its_definition(problem):
     probs, labels = problem
-    a = metrics.aurc(probs, labels)
+    a = metrics.aurc(S(probs, labels))
     assert 0.0 <= a <= 1.0
     conf = probs.max(1)
     wrong = probs.argmax(1) != labels
@@ -280,71 +325,100 @@ def test_aurc_is_in_0_1_and_matches_its_definition(problem):
 
 
 @FAST
+@given(problems, st.integers(0, 2**32 - 1))
+def test_aurc_of_a_resample_is_the_aurc_of_the_resampled_arrays(problem, seed):
+    """``take`` keeps the confidence order by rank: the resample's AURC equals the AURC of
+    the same rows built afresh (ties between copies of one sample are identical)."""
+    probs, labels = problem
+    idx = np.random.default_rng(seed).integers(0, len(labels), len(labels))
+    taken = S(probs, labels).take(idx)
+    fresh = S(probs[idx], labels[idx])
+    conf = probs[idx].max(1)
+    wrong = probs[idx].argmax(1) != labels[idx]
+    order = np.lexsort((taken.rank, -conf))  # by confidence, ties by the original order
+    ref = np.mean(np.cumsum(wrong[order]) / np.arange(1, len(idx) + 1))
+    assert metrics.aurc(taken) == pytest.approx(ref, abs=1e-12)
+    if len(np.unique(conf)) == len(conf):  # no ties: any order is the same
+        assert metrics.aurc(taken) == pytest.approx(metrics.aurc(fresh), abs=1e-12)
+
+
+@FAST
 @given(problems)
 def test_aurc_is_zero_when_every_prediction_is_right(problem):
     probs, _ = problem
     labels = probs.argmax(1)
-    assert metrics.aurc(probs, labels) == 0.0
-    cov, risk = metrics.risk_coverage(probs, labels)
+    assert metrics.aurc(S(probs, labels)) == 0.0
+    cov, risk = metrics.risk_coverage(S(probs, labels))
     assert np.array_equal(risk, np.zeros(len(labels)))
     assert cov[-1] == 1.0
 
 
-# ------------------------------------------------------------------ accuracy, confusion, NLL vs sklearn
+# ------------------------------------------------------------------ accuracy, classes, NLL vs sklearn / scipy
 
 
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 @FAST
 @given(problems)
-def test_accuracy_per_class_and_confusion_match_sklearn(problem):
+def test_accuracy_per_class_balanced_f1_and_confusion_match_sklearn(problem):
     probs, labels = problem
+    s = S(probs, labels)
     k = probs.shape[1]
     pred = probs.argmax(1)
-    assert metrics.accuracy(probs, labels) == pytest.approx(skm.accuracy_score(labels, pred), abs=1e-12)
+    assert metrics.accuracy(s) == pytest.approx(skm.accuracy_score(labels, pred), abs=1e-12)
+    assert metrics.accuracy_above_chance(s) == pytest.approx((metrics.accuracy(s) - 1 / k) / (1 - 1 / k))
 
-    cm = metrics.confusion_matrix(probs, labels)
-    ref_cm = skm.confusion_matrix(labels, pred, labels=list(range(k)))
-    assert cm.shape == (k, k)
-    assert np.array_equal(cm, ref_cm)
+    cm = metrics.confusion(s)
+    assert np.array_equal(cm, skm.confusion_matrix(labels, pred, labels=list(range(k))))
 
-    pca = metrics.per_class_accuracy(probs, labels)
+    pca = metrics.class_recall(s)
     present = np.bincount(labels, minlength=k) > 0
     assert np.isnan(pca[~present]).all()
     recall = skm.recall_score(labels, pred, labels=list(range(k)), average=None, zero_division=0)
     assert np.allclose(pca[present], recall[present], atol=1e-12)
-    assert np.allclose(pca[present], np.diag(ref_cm)[present] / ref_cm.sum(1)[present], atol=1e-12)
+    for c in range(k):
+        if present[c]:
+            assert metrics.class_accuracy(s, c) == pytest.approx(recall[c])
+        else:
+            with pytest.raises(NotApplicable, match=f"class {c} has no test images"):
+                metrics.class_accuracy(s, c)
+    assert metrics.worst_class_accuracy(s) == pytest.approx(recall[present].min())
+    assert metrics.balanced_accuracy(s) == pytest.approx(skm.balanced_accuracy_score(labels, pred), abs=1e-12)
+    present_labels = sorted(set(labels.tolist()))
+    ref_f1 = skm.f1_score(labels, pred, labels=present_labels, average="macro", zero_division=0)
+    assert metrics.macro_f1(s) == pytest.approx(ref_f1, abs=1e-12)
 
 
 @FAST
 @given(problems)
-def test_nll_matches_sklearn_log_loss(problem):
+def test_loss_matches_sklearn_log_loss_and_scipy_from_logits(problem):
+    from scipy.special import log_softmax
+
     probs, labels = problem
     k = probs.shape[1]
     probs = 0.98 * probs + 0.02 / k  # bounded away from 0: no clipping on either side
-    ours = metrics.nll(probs, labels)
     ref = skm.log_loss(labels, probs, labels=list(range(k)))
-    assert ours == pytest.approx(ref, abs=1e-6)
+    assert metrics.loss(S(probs, labels)) == pytest.approx(ref, abs=1e-6)
+    logits = np.log(probs) + 3.0  # any shift: the same softmax
+    from_logits = Samples.from_logits(logits, labels)
+    ref_logits = -log_softmax(logits, axis=1)[np.arange(len(labels)), labels].mean()
+    assert metrics.loss(from_logits) == pytest.approx(ref_logits, rel=1e-9)
+    assert metrics.accuracy(from_logits) == metrics.accuracy(S(probs, labels))
+    assert np.allclose(from_logits.conf, probs.max(1))
 
 
-def test_nll_of_a_sure_right_prediction_is_zero_and_of_a_sure_wrong_one_is_large():
-    probs = np.array([[1.0, 0.0], [0.0, 1.0]])
-    assert metrics.nll(probs, np.array([0, 1])) == 0.0
-    assert metrics.nll(probs, np.array([1, 0])) == pytest.approx(-np.log(1e-12))
+def test_loss_from_logits_is_exact_where_probabilities_underflow():
+    logits = np.array([[0.0, 800.0], [800.0, 0.0]])
+    s = Samples.from_logits(logits, np.array([0, 0]))
+    assert metrics.loss(s) == pytest.approx(400.0)  # (800 + 0) / 2, not a clipped log(1e-12)
 
 
-def test_per_class_accuracy_with_more_classes_than_columns_is_nan_there():
-    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
-    labels = np.array([0, 1, 1])
-    pca = metrics.per_class_accuracy(probs, labels, num_classes=3)
-    assert pca[:2].tolist() == [1.0, 0.5] and np.isnan(pca[2])
-
-
-# ------------------------------------------------------------------ input checks and summary
+# ------------------------------------------------------------------ input checks, registry
 
 
 @pytest.mark.parametrize(
     "probs,labels,match",
     [
-        (np.ones(3) / 3, np.array([0]), "probs must be"),
+        (np.ones(3) / 3, np.array([0]), "must be \\(N, K\\)"),
         (np.ones((2, 3)) / 3, np.array([0, 1, 2]), "labels must be"),
         (np.ones((2, 3)) / 3, np.array([0, 3]), "labels must be in"),
         (np.ones((2, 3)) / 3, np.array([-1, 0]), "labels must be in"),
@@ -352,33 +426,56 @@ def test_per_class_accuracy_with_more_classes_than_columns_is_nan_there():
     ],
 )
 def test_bad_inputs_are_rejected(probs, labels, match):
-    for fn in (metrics.accuracy, metrics.ece, metrics.nll, metrics.aurc):
+    for build in (Samples.from_probs, Samples.from_logits):
         with pytest.raises(ValueError, match=match):
-            fn(probs, labels)
-
-
-@FAST
-@given(problems)
-def test_summary_agrees_with_the_individual_metrics(problem):
-    probs, labels = problem
-    s = metrics.summary(probs, labels)
-    assert s["accuracy"] == metrics.accuracy(probs, labels)
-    assert s["ece"] == metrics.ece(probs, labels)
-    assert s["aurc"] == metrics.aurc(probs, labels)
-    assert s["errors"] == int((probs.argmax(1) != labels).sum())
-    assert s["confident_errors_99"] == metrics.confident_errors(probs, labels, 0.99)
-    assert s["confident_error_share_90"] == metrics.confident_error_share(probs, labels, 0.9)
-    assert s["selective_coverage"] == metrics.selective(probs, labels, 0.7)[0]
-    assert s["worst_class_accuracy"] == np.nanmin(metrics.per_class_accuracy(probs, labels))
+            build(probs, labels)
 
 
 def test_thresholds_are_inclusive():
     """A prediction exactly at the threshold counts as confident and is kept."""
     probs = np.array([[0.99, 0.01], [0.7, 0.3], [0.2, 0.8], [0.5, 0.5]])
     labels = np.array([1, 1, 1, 0])  # wrong at 0.99 and 0.7; right at 0.8 and 0.5
-    assert metrics.confident_errors(probs, labels, 0.99) == 1
-    assert metrics.confident_errors(probs, labels, 0.7) == 2
-    assert metrics.confident_error_share(probs, labels, 0.99) == 0.5
-    assert metrics.selective(probs, labels, 0.8) == (0.5, 0.5)
-    assert metrics.selective(probs, labels, 0.7) == (0.75, 1 / 3)
-    assert metrics.mean_confidence_wrong(probs, labels) == pytest.approx((0.99 + 0.7) / 2)
+    s = S(probs, labels)
+    assert metrics.confident_errors_at(s, 0.99) == 1
+    assert metrics.confident_errors_at(s, 0.7) == 2
+    assert metrics.selective_coverage(s) == 0.75  # 0.99, 0.7 and 0.8 reach 70%
+    assert metrics.selective_accuracy(s) == pytest.approx(1 / 3)
+    assert metrics.mean_confidence_wrong(s) == pytest.approx((0.99 + 0.7) / 2)
+
+
+def test_every_metric_is_described_with_a_direction_a_unit_and_a_stress_test_family():
+    from pathlib import Path
+
+    markers = Path(__file__).resolve().parent.parent.joinpath("pyproject.toml").read_text()
+    for name, m in metrics.REGISTRY.items():
+        assert m.description and len(m.description) < 120, name
+        assert m.direction in (metrics.HIGHER, metrics.LOWER, metrics.NEUTRAL), name
+        assert m.unit in ("share", "probability", "count", "nats", "score"), name
+        assert f'"{m.family}:' in markers, f"{name}: family {m.family!r} is not a pytest marker"
+        assert m.needs and all(isinstance(k, str) for k in m.needs), name
+
+
+def test_measure_reads_the_evidence_the_metric_needs():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    test, train = S(probs, np.array([0, 1, 1])), S(probs, np.array([0, 1, 0]))
+    asked = []
+
+    def evidence(kind):
+        asked.append(kind)
+        return {"test": test, "train_sample": train, "val": test}[kind]
+
+    assert metrics.measure("accuracy", evidence) == pytest.approx(2 / 3)
+    assert metrics.measure("generalisation_gap", evidence) == pytest.approx(1.0 - 2 / 3)
+    assert asked == ["test", "train_sample", "val"]
+    assert metrics.measure("class_accuracy", evidence, index=1) == 0.5
+    with pytest.raises(ValueError, match="one value per class"):
+        metrics.measure("class_accuracy", evidence)
+    with pytest.raises(KeyError, match="unknown metric 'eece'"):
+        metrics.get("eece")
+
+
+def test_attention_metrics_do_not_apply_without_images_to_explain():
+    empty = metrics.Attention(np.zeros(0, int), np.zeros(0), np.zeros(0))
+    for name in ("cam_concentration", "cam_empty_share", "cam_confidence_change"):
+        with pytest.raises(NotApplicable, match="no images to explain"):
+            metrics.measure(name, lambda kind: empty)

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from harness import recipes
+from harness import metrics, recipes
 from harness.recipes import Recipe
 
 # Every field's default, spelled out (not read from the dataclass): a changed default
@@ -165,7 +165,11 @@ def test_improvement_changes_only_its_own_fields(dataset, improvement):
     for profile in recipes.PROFILES:
         via_get = recipes.get(dataset, improvement, profile)
         assert set(recipes.get(dataset, "baseline", profile).diff(via_get)) == set(diff)
-    assert improvement in recipes.EXPECTED_EFFECT
+    effect = recipes.DOCUMENTED_EFFECTS[improvement]
+    assert effect.text and effect.source and effect.checks
+    for metric, expect in effect.checks:
+        m = metrics.get(metric)
+        assert m.paired and m.direction != metrics.NEUTRAL and expect in ("improves", "not_worse"), (improvement, metric)
 
 
 def test_every_improvement_changes_something_on_every_dataset():

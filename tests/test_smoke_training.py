@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness import metrics, recipes, train
+from harness import cache, metrics, recipes, train
 
 
 def test_smoke_fashion_mnist_baseline_reaches_85_percent(fashion_mnist):
     ds = fashion_mnist
     recipe = recipes.get("fashion-mnist", "baseline", "smoke")
     result = train.train(recipe, ds, "smoke")
-    assert result.cache_path is not None and result.cache_path.parent == train.default_cache_dir()
+    assert result.cache_path is not None and result.cache_path.parent == cache.default_cache_dir()
     assert result.cache_path.is_file()
     assert result.train_size == recipes.SMOKE["fashion-mnist"]["train_subset"]
     assert len(result.history) == recipe.epochs
@@ -22,7 +22,7 @@ def test_smoke_fashion_mnist_baseline_reaches_85_percent(fashion_mnist):
 
     preds = result.predictions(ds, "test")
     assert preds.probs.shape == (10_000, 10)
-    acc = metrics.accuracy(preds.probs, preds.labels)
+    acc = metrics.accuracy(metrics.Samples.from_logits(preds.logits, preds.labels))
     assert acc >= 0.85, f"smoke baseline test accuracy {acc:.4f} < 0.85"
     # the cached predictions are the model's: recompute a slice
     from harness.evaluate import logits_of
@@ -31,4 +31,7 @@ def test_smoke_fashion_mnist_baseline_reaches_85_percent(fashion_mnist):
     assert np.allclose(fresh.numpy(), preds.logits[:256], atol=1e-3)
     # the kept epoch's validation accuracy is what the history says
     val = result.predictions(ds, "val")
-    assert abs(metrics.accuracy(val.probs, val.labels) - result.kept["val_accuracy"]) < 1e-6
+    assert abs(metrics.accuracy(metrics.Samples.from_logits(val.logits, val.labels)) - result.kept["val_accuracy"]) < 1e-6
+    # the eval-mode training sample behind the generalisation gap: images it trained on
+    sample = result.predictions(ds, "train_sample")
+    assert len(sample.ids) == len(ds.val_idx) and set(sample.ids.tolist()) <= set(ds.train_idx.tolist())

@@ -89,7 +89,7 @@ def test_gates_fail_on_bad_models(suite, monkeypatch):
     for test in (
         "test_accuracy[fashion-mnist-broken]",
         "test_confident_errors[fashion-mnist-baseline-99]",
-        "test_ece[fashion-mnist-baseline]",
+        "test_ece_over[fashion-mnist-baseline]",
     ):
         assert any(line.startswith("FAILED") and test in line for line in out.splitlines()), out
     # the failure messages: metric, measured value, bound and where the bound came from;
@@ -97,7 +97,7 @@ def test_gates_fail_on_bad_models(suite, monkeypatch):
     # confident-error and calibration gates
     result.stdout.re_match_lines([
         r"\s*broken: accuracy=0\.\d+ < min 0\.83 \(gates\.toml \[fashion-mnist\.smoke\.default\]\)",
-        r"\s*baseline: ece=0\.\d+ > max 0\.05 \(gates\.toml \[fashion-mnist\.smoke\.default\]\)",
+        r"\s*baseline: ece_over=0\.\d+ > max 0\.03 \(gates\.toml \[fashion-mnist\.smoke\.default\]\)",
         r"\s*baseline: confident_errors_99=\d+ > max 30 \(gates\.toml \[fashion-mnist\.smoke\.baseline\]\)",
     ], consecutive=False)
     assert "stress summary: fashion-mnist" in out  # the terminal table
@@ -106,7 +106,7 @@ def test_gates_fail_on_bad_models(suite, monkeypatch):
     run = report_dir / "latest"
     results = json.loads((run / "results.json").read_text())
     failed = {(g["model"], g["metric"]) for g in results["gates"] if not g["passed"]}
-    assert {("broken", "accuracy"), ("baseline", "confident_errors_99"), ("baseline", "ece")} <= failed
+    assert {("broken", "accuracy"), ("baseline", "confident_errors_99"), ("baseline", "ece_over")} <= failed
     assert (run / "junit.xml").exists()
     for _name, entry in results["models"].items():
         saved = np.load(run / entry["predictions"])
@@ -136,4 +136,4 @@ def test_bad_gates_file_is_a_usage_error(pytester, monkeypatch):
     bad.write_text("[fashion-mnist.smoke.baseline]\naccuracy_least = 0.9\n")
     result = pytester.runpytest_subprocess("--gates", str(bad))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*accuracy_least*must end in one of*_min*_max*"])
+    result.stderr.fnmatch_lines(["*accuracy_least*must be <metric>_<kind> with kind one of min, max*"])

@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness import data, recipes, train
+from harness import cache, data, recipes, train
 from harness.data import Dataset
 from harness.evaluate import logits_of
 
@@ -97,10 +97,10 @@ def test_miss_trains_then_hit_loads_the_same_model(full_trained, fashion_mnist, 
 
 
 def test_cache_dir_defaults_to_the_environment(model_cache, monkeypatch):
-    assert train.default_cache_dir() == model_cache
-    monkeypatch.delenv(train.CACHE_ENV)
+    assert cache.default_cache_dir() == model_cache
+    monkeypatch.delenv(cache.CACHE_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(model_cache / "xdg"))
-    assert train.default_cache_dir() == model_cache / "xdg" / "cnn-stress" / "models"
+    assert cache.default_cache_dir() == model_cache / "xdg" / "cnn-stress" / "models"
 
 
 def test_env_cache_dir_is_used_by_train(trained, mini, tiny_recipe, model_cache):
@@ -215,14 +215,14 @@ def _empty(path):
 def test_damaged_entry_warns_retrains_and_is_rewritten(trained, mini, tiny_recipe, tmp_path, damage):
     folder, path = _copy_entry(trained, tmp_path)
     damage(path)
-    with pytest.raises(train.CacheError):
-        train.load_entry(path, trained.cache_key)
+    with pytest.raises(cache.CacheError):
+        cache.load_entry(path, trained.cache_key)
     with pytest.warns(RuntimeWarning, match="damaged") as record:
         result = train.train(tiny_recipe, mini, PROFILE, device="cpu", cache_dir=folder)
     assert any(str(path) in str(w.message) for w in record)
     assert result.cached is False
     # rewritten: loads clean, and the next call is a hit without a warning
-    payload = train.load_entry(path, trained.cache_key)
+    payload = cache.load_entry(path, trained.cache_key)
     assert payload["key"] == trained.cache_key
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -234,8 +234,8 @@ def test_damaged_entry_warns_retrains_and_is_rewritten(trained, mini, tiny_recip
 
 def test_entry_under_another_key_is_rejected(trained, tmp_path):
     _, path = _copy_entry(trained, tmp_path)
-    with pytest.raises(train.CacheError, match="holds key"):
-        train.load_entry(path, "0" * 20)
+    with pytest.raises(cache.CacheError, match="holds key"):
+        cache.load_entry(path, "0" * 20)
 
 
 def test_entry_with_non_finite_logits_is_rejected(trained, tmp_path):
@@ -243,8 +243,8 @@ def test_entry_with_non_finite_logits_is_rejected(trained, tmp_path):
     payload = torch.load(path, weights_only=True)
     payload["test_logits"][3, 2] = float("nan")
     torch.save(payload, path)
-    with pytest.raises(train.CacheError, match="test predictions"):
-        train.load_entry(path, trained.cache_key)
+    with pytest.raises(cache.CacheError, match="test predictions"):
+        cache.load_entry(path, trained.cache_key)
 
 
 def test_entry_with_changed_weights_is_rejected(trained, tmp_path):
@@ -253,8 +253,8 @@ def test_entry_with_changed_weights_is_rejected(trained, tmp_path):
     name = next(k for k, v in payload["state_dict"].items() if v.is_floating_point())
     payload["state_dict"][name] = payload["state_dict"][name] + 1e-3
     torch.save(payload, path)
-    with pytest.raises(train.CacheError, match="checksum"):
-        train.load_entry(path, trained.cache_key)
+    with pytest.raises(cache.CacheError, match="checksum"):
+        cache.load_entry(path, trained.cache_key)
 
 
 def test_flipped_bits_in_stored_predictions_are_detected(trained, tmp_path):
@@ -268,8 +268,8 @@ def test_flipped_bits_in_stored_predictions_are_detected(trained, tmp_path):
     raw[at : at + 8] = bytes(b ^ 0x01 for b in raw[at : at + 8])  # low mantissa bits: still finite
     path.write_bytes(bytes(raw))
     try:
-        loaded = train.load_entry(path, trained.cache_key)
-    except train.CacheError:
+        loaded = cache.load_entry(path, trained.cache_key)
+    except cache.CacheError:
         return
     assert torch.equal(loaded["test_logits"], payload["test_logits"]), "corrupted predictions were served"
 
@@ -285,7 +285,7 @@ def test_no_temporary_files_are_left(trained, cache_dir):
 
 def test_failed_write_leaves_the_old_entry_and_no_temporary(tmp_path, monkeypatch):
     path = tmp_path / "entry.pt"
-    train.save_entry(path, {"format": 1, "x": torch.ones(3)})
+    cache.save_entry(path, {"format": 1, "x": torch.ones(3)})
     before = path.read_bytes()
 
     def broken_save(obj, f, *args, **kwargs):
@@ -294,7 +294,7 @@ def test_failed_write_leaves_the_old_entry_and_no_temporary(tmp_path, monkeypatc
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        train.save_entry(path, {"format": 1, "x": torch.zeros(3)})
+        cache.save_entry(path, {"format": 1, "x": torch.zeros(3)})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["entry.pt"]
 
@@ -317,9 +317,9 @@ def test_entries_are_loaded_with_weights_only(trained, mini, tiny_recipe, monkey
 def test_entry_with_pickled_code_is_refused(tmp_path):
     """weights_only loading refuses arbitrary objects: a planted entry cannot run code."""
     path = tmp_path / "evil.pt"
-    torch.save({"format": train.CACHE_FORMAT, "key": "k", "obj": _Planted()}, path)
-    with pytest.raises(train.CacheError, match="unreadable"):
-        train.load_entry(path, "k")
+    torch.save({"format": cache.CACHE_FORMAT, "key": "k", "obj": _Planted()}, path)
+    with pytest.raises(cache.CacheError, match="unreadable"):
+        cache.load_entry(path, "k")
     assert not _Planted.loaded
 
 

@@ -1,8 +1,10 @@
 """Report figures: matplotlib, headless (Agg canvas, no pyplot), one function per figure.
 
-Every function takes plain numpy / Python data and returns a ``matplotlib.figure.Figure``;
-``render_png`` turns one into PNG bytes. Nothing here touches the disk or the run record:
-``report.py`` decides which figures a run gets, renders them and records failures.
+Every function takes measured data (numbers from the run record, or ``metrics.Samples``
+rebuilt from the saved predictions, drawn with the registry's own helpers such as
+``metrics.reliability``) and returns a ``matplotlib.figure.Figure``; ``render_png`` turns one
+into PNG bytes. Nothing here touches the disk or the run record: ``plan.py`` decides which
+figures a run gets, ``render.py`` renders them and records failures.
 
 The figures reproduce the seed studies' plots: training curves (seed 000 Fig 2, seed 001
 Figs 1 and 4), confidence histograms of wrong vs correct predictions (seed 001 Fig 6), wrong
@@ -21,11 +23,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 
-from . import metrics
+from .. import metrics
+from ..metrics import Samples
 
 DPI = 100
-THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
-REJECT_BELOW = 0.7  # the selective-prediction threshold of metrics.summary
+REJECT_BELOW = metrics.REJECT_BELOW
 IMPROVED, REGRESSED = "#2ca02c", "#d62728"
 
 
@@ -92,9 +94,11 @@ def training_curves(histories: Mapping[str, Sequence[Mapping]], best_epochs: Map
 # ----------------------------------------------------------------------------- calibration
 
 
-def reliability_diagram(model: str, probs: np.ndarray, labels: np.ndarray, ece: float | None = None, mce: float | None = None) -> Figure:
-    """Accuracy vs confidence in the 15 bins of metrics.ece, with the gap and bin counts."""
-    rel = metrics.reliability(probs, labels)
+def reliability_diagram(model: str, s: Samples, ece: float | None = None, ece_over: float | None = None,
+                        ece_under: float | None = None) -> Figure:
+    """Accuracy vs confidence in the 15 bins of metrics.ece, with the gap and bin counts;
+    bars below the diagonal are overconfident, above it underconfident."""
+    rel = metrics.reliability(s)
     edges, count = rel["edges"], rel["count"]
     centres = (edges[:-1] + edges[1:]) / 2
     width = edges[1] - edges[0]
@@ -111,11 +115,9 @@ def reliability_diagram(model: str, probs: np.ndarray, labels: np.ndarray, ece: 
            label="gap to mean confidence")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
-    if ece is None:
-        ece = metrics.ece(probs, labels)
-    if mce is None:
-        mce = metrics.mce(probs, labels)
-    ax.set_title(f"Reliability: {model}\nECE {ece:.4f}   MCE {mce:.4f}   ({len(labels)} test images, 15 bins)")
+    parts = [f"ECE {ece:.4f}" if ece is not None else "",
+             f"over {ece_over:.4f}" if ece_over is not None else "", f"under {ece_under:.4f}" if ece_under is not None else ""]
+    ax.set_title(f"Reliability: {model}\n{'   '.join(p for p in parts if p)}   ({len(s)} test images, 15 bins)")
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     _pct_axis(ax)
@@ -127,15 +129,14 @@ def reliability_diagram(model: str, probs: np.ndarray, labels: np.ndarray, ece: 
     return fig
 
 
-def confidence_histograms(data: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
+def confidence_histograms(data: Mapping[str, Samples]) -> Figure:
     """Seed 001 Fig 6: confidence of wrong (left) and correct (right) predictions, per model."""
     col = colours(list(data))
     fig = new_figure(12, 4.4)
     ax_w, ax_c = fig.subplots(1, 2)
     bins = np.linspace(0, 1, 26)
-    for m, (probs, labels) in data.items():
-        conf = metrics.confidence(probs)
-        hit = metrics.correct(probs, labels)
+    for m, smp in data.items():
+        conf, hit = smp.conf, smp.hit
         for ax, sel in ((ax_w, ~hit), (ax_c, hit)):
             n = int(sel.sum())
             ax.hist(conf[sel], bins=bins, histtype="stepfilled", alpha=0.25, color=col[m])
@@ -151,11 +152,11 @@ def confidence_histograms(data: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> 
     return fig
 
 
-def confident_errors(data: Mapping[str, tuple[np.ndarray, np.ndarray]], thresholds: Sequence[float] = THRESHOLDS) -> Figure:
-    """Seed 001 Fig 7: wrong predictions made with confidence >= t, grouped bars per model."""
-    names = list(data)
+def confident_errors(counts: Mapping[str, Sequence[int]], thresholds: Sequence[float], n_images: int) -> Figure:
+    """Seed 001 Fig 7: wrong predictions made with confidence >= t (as measured: ``counts[m][i]``
+    at ``thresholds[i]``), grouped bars per model."""
+    names = list(counts)
     col = colours(names)
-    counts = {m: [metrics.confident_errors(p, y, t) for t in thresholds] for m, (p, y) in data.items()}
     fig = new_figure(max(8, 1.1 * len(thresholds) * max(1, len(names)) * 0.6 + 3), 4.6)
     ax = fig.subplots()
     x = np.arange(len(thresholds))
@@ -168,29 +169,29 @@ def confident_errors(data: Mapping[str, tuple[np.ndarray, np.ndarray]], threshol
             ax.bar_label(bars, labels=[str(c) for c in counts[m]], fontsize=8, padding=2)
     ax.set_xticks(x, [f"≥{round(t * 100, 2):g}%" for t in thresholds])
     ax.set(xlabel="confidence threshold", ylabel="wrong predictions with confidence ≥ threshold",
-           title=f"Wrong predictions by confidence threshold ({len(next(iter(data.values()))[1])} test images)")
+           title=f"Wrong predictions by confidence threshold ({n_images} test images)")
     ax.set_ylim(0, top * 1.15 + 1)
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
     return fig
 
 
-def risk_coverage(data: Mapping[str, tuple[np.ndarray, np.ndarray]], aurcs: Mapping[str, float] | None = None, max_points: int = 2000) -> Figure:
+def risk_coverage(data: Mapping[str, Samples], aurcs: Mapping[str, float] | None = None,
+                  coverages: Mapping[str, float] | None = None, max_points: int = 2000) -> Figure:
     """Risk (error rate of the kept predictions) vs coverage, most confident first."""
     col = colours(list(data))
     aurcs = aurcs or {}
     fig = new_figure(7, 5)
     ax = fig.subplots()
-    for m, (probs, labels) in data.items():
-        cov, risk = metrics.risk_coverage(probs, labels)
+    coverages = coverages or {}
+    for m, smp in data.items():
+        cov, risk = metrics.risk_coverage(smp)
         step = max(1, len(cov) // max_points)
         idx = np.unique(np.r_[np.arange(0, len(cov), step), len(cov) - 1])
         a = aurcs.get(m)
-        if a is None:
-            a = float(risk.mean())
-        ax.plot(cov[idx], risk[idx], color=col[m], lw=1.8, label=f"{m} (AURC {a:.4f})")
-        keep, _ = metrics.selective(probs, labels, REJECT_BELOW)
-        if keep > 0:
+        ax.plot(cov[idx], risk[idx], color=col[m], lw=1.8, label=m if a is None else f"{m} (AURC {a:.4f})")
+        keep = coverages.get(m)
+        if keep:
             i = min(len(cov) - 1, max(0, int(round(keep * len(cov))) - 1))
             ax.plot([cov[i]], [risk[i]], "o", color=col[m], mec="black", ms=7, zorder=5)
     ax.set(xlim=(0, 1), ylim=(0, None), xlabel="coverage (share of test images kept, most confident first)",
@@ -208,7 +209,10 @@ def risk_coverage(data: Mapping[str, tuple[np.ndarray, np.ndarray]], aurcs: Mapp
 def class_accuracy_change(classes: Sequence[str], base_acc: Sequence[float], cand_acc: Sequence[float],
                           baseline: str, candidate: str) -> Figure:
     """Seed 001 Fig 8: per-class accuracy, candidate minus baseline, sorted; green up, red down."""
-    delta = np.asarray(cand_acc, dtype=np.float64) - np.asarray(base_acc, dtype=np.float64)
+    def arr(v):
+        return np.asarray([np.nan if x is None else x for x in v], dtype=np.float64)
+
+    delta = arr(cand_acc) - arr(base_acc)
     k = len(classes)
     if len(delta) != k:
         raise ValueError(f"{len(delta)} per-class accuracies for {k} classes")
@@ -247,10 +251,10 @@ def class_accuracy_change(classes: Sequence[str], base_acc: Sequence[float], can
     return fig
 
 
-def confusion_matrix(model: str, probs: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> Figure:
+def confusion_matrix(model: str, s: Samples, classes: Sequence[str]) -> Figure:
     """Row-normalised confusion matrix; counts written in the cells for <= 12 classes."""
     k = len(classes)
-    cm = metrics.confusion_matrix(probs, labels, num_classes=k)
+    cm = metrics.confusion(s)
     rows = cm.sum(1, keepdims=True)
     rate = np.divide(cm, np.maximum(rows, 1), dtype=np.float64)
     size = 7.5 if k <= 20 else 9

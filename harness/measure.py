@@ -1,0 +1,146 @@
+"""Everything measured about one model, computed lazily and once.
+
+``ModelEvaluation`` turns a trained model into the evidence the metric registry reads
+(``metrics.Metric.needs``) and evaluates registry metrics on it:
+
+* ``test`` / ``val`` / ``train_sample``: per-sample outcomes from the logits stored with the
+  model (``train.TrainResult``), or computed here for a model the harness did not train;
+* ``robustness``: outcomes under each stress (``stress.py``) on a seeded subset of the test
+  split, the same images for every model of a run;
+* ``attention``: per-image heatmap scores (``explain.py``).
+
+Nothing here defines a metric: values come from ``metrics.measure``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import explain, metrics, stress
+from .data import Dataset
+from .evaluate import logits_of, to_float
+from .metrics import NotApplicable, Samples
+from .train import TrainResult, train_sample_indices
+
+STRESS_SEED = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much of each kind of evidence to collect (set by the profile)."""
+
+    stress_samples: int = 1000  # test images in the robustness subset
+    cam_samples: int = 32  # images explained with Grad-CAM
+
+
+def stress_subset(n_test: int, n: int) -> np.ndarray:
+    """A seeded random subset of ``n`` test positions (sorted), the same for every model."""
+    if n >= n_test:
+        return np.arange(n_test)
+    g = torch.Generator().manual_seed(STRESS_SEED)
+    return torch.randperm(n_test, generator=g)[:n].sort().values.numpy()
+
+
+class ModelEvaluation:
+    """One model of a run: its evidence and the registry metrics measured on it."""
+
+    def __init__(self, name: str, result: TrainResult, data: Dataset, device: torch.device,
+                 settings: Settings | None = None):
+        self.name = name
+        self.result = result
+        self.data = data
+        self.device = device
+        self.settings = settings or Settings()
+        self._evidence: dict[str, object] = {}
+        self._values: dict[tuple[str, int | None], float | NotApplicable] = {}
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.result.model
+
+    # ------------------------------------------------------------------ evidence
+    def samples(self, split: str) -> Samples:
+        return self.evidence(split)  # type: ignore[return-value]
+
+    def evidence(self, kind: str):
+        if kind not in self._evidence:
+            self._evidence[kind] = getattr(self, f"_evidence_{kind}")()
+        return self._evidence[kind]
+
+    def _split_samples(self, split: str) -> Samples:
+        res = self.result
+        if split not in res.logits:  # a model the harness did not train: evaluate it here
+            if split == "train_sample":
+                res.train_sample_ids = train_sample_indices(res.recipe, self.data)
+                x = self.data.train_x[res.train_sample_ids]
+            else:
+                x = self.data.split(split)[0]
+            res.logits[split] = logits_of(self.model, x, self.device)
+        p = res.predictions(self.data, split)
+        return Samples.from_logits(p.logits, p.labels, p.ids)
+
+    def _evidence_test(self) -> Samples:
+        return self._split_samples("test")
+
+    def _evidence_val(self) -> Samples:
+        return self._split_samples("val")
+
+    def _evidence_train_sample(self) -> Samples:
+        return self._split_samples("train_sample")
+
+    def _evidence_robustness(self) -> dict[str, Samples]:
+        pos = stress_subset(len(self.data.test_y), self.settings.stress_samples)
+        idx = torch.as_tensor(pos)
+        x, y = self.data.test_x[idx], self.data.test_y[idx]
+        logits = stress.robustness(self.model, x, y, self.data.name, self.device)
+        labels = y.numpy()
+        return {k: Samples.from_logits(z.numpy(), labels, pos) for k, z in logits.items()}
+
+    def _evidence_attention(self) -> metrics.Attention:
+        s = self.samples("test")
+        chosen = metrics.most_confident_errors(s)[: self.settings.cam_samples]
+        if len(chosen) == 0:
+            empty = np.zeros(0)
+            return metrics.Attention(empty.astype(np.int64), empty, empty)
+        x = to_float(self.data.test_x[torch.as_tensor(s.ids[chosen])])
+        rep = explain.attention_report(self.model, x, s.pred[chosen].tolist(), self.device)
+        return metrics.Attention(s.ids[chosen], np.asarray(rep["concentration"]), np.asarray(rep["confidence_change"]))
+
+    # ------------------------------------------------------------------ values
+    def value(self, metric: str, index: int | None = None) -> float:
+        """The registry metric's value; raises NotApplicable (remembered) when it does not apply."""
+        key = (metric, index)
+        if key not in self._values:
+            try:
+                self._values[key] = metrics.measure(metric, self.evidence, index)
+            except NotApplicable as exc:
+                self._values[key] = exc
+        v = self._values[key]
+        if isinstance(v, NotApplicable):
+            raise v
+        return v
+
+    def measured(self) -> dict[tuple[str, int | None], float | NotApplicable]:
+        """Every value measured so far (NotApplicable for those that do not apply)."""
+        return dict(self._values)
+
+    def summary(self) -> dict[str, float | None]:
+        """Every whole-model metric whose evidence is at hand (the splits' always: their logits
+        come with the model), None where it does not apply; the report's table of numbers."""
+        out: dict[str, float | None] = {}
+        cheap = {"test", "val", "train_sample"}
+        for name, m in metrics.REGISTRY.items():
+            if m.per is not None or not all(k in self._evidence or k in cheap for k in m.needs):
+                continue
+            try:
+                out[name] = self.value(name)
+            except NotApplicable:
+                out[name] = None
+        return out
+
+    def not_applicable(self) -> dict[str, str]:
+        """metric -> why it does not apply, for the whole-model metrics measured so far."""
+        return {m: str(v) for (m, i), v in self._values.items() if i is None and isinstance(v, NotApplicable)}

@@ -1,0 +1,254 @@
+"""Reading and writing run folders: atomic files, strict JSON, predictions, Grad-CAM arrays.
+
+Every file is written atomically (a temporary file in the same folder, fsync, then
+``os.replace``), so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from ..metrics import Samples
+
+RESULTS = "results.json"
+SUMMARY = "summary.md"
+INDEX = "index.html"
+GRADCAM = "gradcam.npz"
+JUNIT = "junit.xml"
+
+
+class ReportError(RuntimeError):
+    """A run directory that cannot be reported on (no results.json, unreadable record)."""
+
+
+# ============================================================================ atomic files
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_savez(path: str | Path, **arrays: np.ndarray) -> Path:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+# ============================================================================ JSON
+
+
+def jsonable(obj):
+    """A JSON-safe deep copy: numpy scalars/arrays to Python, tuples to lists, NaN/inf to None."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.bool_ | bool):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating | float):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, str | int):
+        return obj
+    return str(obj)
+
+
+def dumps(record: dict) -> str:
+    """Strict JSON (no NaN tokens), indented."""
+    return json.dumps(jsonable(record), indent=2, allow_nan=False) + "\n"
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def load_results(run: str | Path) -> tuple[dict, Path]:
+    """The record of a run directory (or of its results.json); follows ``reports/latest``."""
+    p = Path(run).expanduser()
+    if p.is_dir() or not p.name.endswith(".json"):
+        p = p / RESULTS
+    if not p.is_file():
+        raise ReportError(f"no {RESULTS} in {Path(run)}: not a run directory (a run's report folder, e.g. reports/latest)")
+    try:
+        record = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ReportError(f"cannot read {p}: {exc}") from exc
+    if not isinstance(record, dict):
+        raise ReportError(f"{p} does not hold a run record (a JSON object)")
+    return record, p.resolve().parent
+
+
+def list_files(run_dir: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    found = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")
+             if p.is_file() and not p.name.startswith(".")}
+    return sorted(found | set(extra))
+
+
+# ============================================================================ record helpers
+
+
+def _stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+
+
+def stems(names: list[str]) -> dict[str, str]:
+    """A file-name-safe, unique stem per model name."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for n in names:
+        s, i = _stem(n), 2
+        while s in used:
+            s, i = f"{_stem(n)}-{i}", i + 1
+        used.add(s)
+        out[n] = s
+    return out
+
+
+def model_order(record: dict) -> list[str]:
+    """Model names, the baseline first, then the record's order."""
+    names = list(record.get("models") or {})
+    base = record.get("baseline")
+    return ([base] if base in names else []) + [n for n in names if n != base]
+
+
+def candidates(record: dict) -> list[str]:
+    base = record.get("baseline")
+    return [m for m in model_order(record) if m != base] if base in (record.get("models") or {}) else []
+
+
+def class_names(record: dict, k: int | None = None) -> list[str]:
+    classes = list(record.get("classes") or [])
+    if k is not None and len(classes) != k:
+        classes = classes + [str(i) for i in range(len(classes), k)] if len(classes) < k else classes[:k]
+    return classes
+
+
+# ============================================================================ predictions
+
+
+@dataclass
+class ModelData:
+    """A model's saved test predictions."""
+
+    logits: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+
+    @property
+    def samples(self) -> Samples:
+        if not hasattr(self, "_samples"):
+            self._samples = Samples.from_logits(self.logits, self.labels, self.ids)
+        return self._samples
+
+
+def write_predictions(run_dir: Path, stem: str, arr: Mapping, classes: list[str]) -> tuple[str, str, ModelData]:
+    logits = np.asarray(arr["logits"], dtype=np.float32)
+    labels = np.asarray(arr["labels"]).astype(np.int64)
+    ids = np.asarray(arr["ids"] if arr.get("ids") is not None else np.arange(len(labels))).astype(np.int64)
+    if logits.ndim != 2 or labels.shape != (len(logits),) or ids.shape != labels.shape:
+        raise ValueError(f"logits {logits.shape}, labels {labels.shape} and ids {ids.shape} do not match")
+    if not np.isfinite(logits).all():
+        raise ValueError("logits hold NaN or infinite values")
+    npz = f"predictions/{stem}.npz"
+    atomic_savez(run_dir / npz, ids=ids, labels=labels, logits=logits)
+    data = ModelData(logits, labels, ids)
+    csv_rel = write_predictions_csv(run_dir, stem, data, classes)
+    return npz, csv_rel, data
+
+
+def write_predictions_csv(run_dir: Path, stem: str, data: ModelData, classes: list[str]) -> str:
+    s = data.samples
+    names = class_names({"classes": classes}, s.num_classes)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "label", "label_name", "pred", "pred_name", "confidence", "correct"])
+    for i, y, p, c in zip(s.ids.tolist(), s.labels.tolist(), s.pred.tolist(), s.conf.tolist()):
+        w.writerow([i, y, names[y], p, names[p], f"{c:.6f}", int(y == p)])
+    rel = f"predictions/{stem}.csv"
+    atomic_write_text(run_dir / rel, buf.getvalue())
+    return rel
+
+
+def load_predictions(record: dict, run_dir: Path) -> tuple[dict[str, ModelData], list[str]]:
+    data, problems = {}, []
+    for m in model_order(record):
+        rel = (record["models"][m] or {}).get("predictions")
+        if not rel:
+            problems.append(f"model {m!r} has no predictions file in the record")
+            continue
+        try:
+            with np.load(run_dir / rel, allow_pickle=False) as z:
+                data[m] = ModelData(z["logits"], z["labels"].astype(np.int64), z["ids"].astype(np.int64))
+        except Exception as exc:  # noqa: BLE001 - reported, the rest of the report goes on
+            problems.append(f"predictions of {m!r} ({rel}): {type(exc).__name__}: {exc}")
+    return data, problems
+
+
+# ============================================================================ Grad-CAM gallery
+
+
+def write_gradcam(run_dir: Path, g: Mapping) -> None:
+    models = list(g["cams"])
+    out = {
+        "images": np.asarray(g["images"], dtype=np.float32),
+        "ids": np.asarray(g["ids"]).astype(np.int64),
+        "labels": np.asarray(g["labels"]).astype(np.int64),
+        "models": np.asarray(models, dtype=str),
+    }
+    for i, m in enumerate(models):
+        out[f"cam_{i}"] = np.asarray(g["cams"][m], dtype=np.float32)
+        out[f"pred_{i}"] = np.asarray(g["preds"][m]).astype(np.int64)
+        out[f"conf_{i}"] = np.asarray(g["confidences"][m], dtype=np.float32)
+    atomic_savez(run_dir / GRADCAM, **out)
+
+
+def load_gradcam(run_dir: Path) -> dict | None:
+    path = run_dir / GRADCAM
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        models = [str(m) for m in z["models"]]
+        return {
+            "images": z["images"], "ids": z["ids"], "labels": z["labels"],
+            "cams": {m: z[f"cam_{i}"] for i, m in enumerate(models)},
+            "preds": {m: z[f"pred_{i}"] for i, m in enumerate(models)},
+            "confidences": {m: z[f"conf_{i}"] for i, m in enumerate(models)},
+        }

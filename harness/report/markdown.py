@@ -1,0 +1,62 @@
+"""summary.md: the report as GitHub markdown, the answer first, the gates last."""
+
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from . import tables
+from .tables import Table
+
+
+def md(table: Table) -> str:
+    headers, rows = table
+    esc = [[c.replace("|", "\\|") for c in r] for r in rows]
+    return tabulate(esc, headers=[h.replace("|", "\\|") for h in headers], tablefmt="github", disable_numparse=True)
+
+
+def headline(record: dict) -> str:
+    c = tables.gate_counts(record)
+    tests = record.get("tests") or {}
+    t = ", ".join(f"{v} {k}" for k, v in tests.items())
+    return f"{c['passed']} gates passed, {c['failed']} failed, {c['n/a']} not applicable" + (f" · tests: {t}" if t else "")
+
+
+def summary_markdown(record: dict) -> str:
+    run = record.get("run") or {}
+    out = [f"# Stress run {run.get('id', '')}", "",
+           f"**{tables.verdict_line(record)}**", "",
+           f"{headline(record)} · {run.get('dataset', '')} / {run.get('profile', '')} on {run.get('device', '')}", ""]
+
+    def section(title: str, table: Table, note: str = "") -> None:
+        if table[1]:
+            out.extend([f"## {title}", ""] + ([note, ""] if note else []) + [md(table), ""])
+
+    section("Models side by side", tables.table_headline(record),
+            "Test split; changes are candidate minus baseline with paired bootstrap 95% intervals; "
+            "pp = percentage points.")
+    section("Did the improvement do what it is documented to do?", tables.table_effects(record))
+    section("Checks per model", tables.table_checks(record))
+    section("Wrong predictions by confidence threshold", tables.table_thresholds(record))
+    section("Named failure cases", tables.table_named_cases(record))
+    figs = record.get("figures") or {}
+    if figs:
+        out.extend(["## Figures", ""])
+        for name, f in figs.items():
+            if f.get("ok"):
+                out.append(f"- [{name}]({f['path']}): {f.get('caption', '')}")
+            else:
+                out.append(f"- **{name} FAILED**: {f.get('error')}")
+        out.append("")
+    section("All metrics (test split)", tables.table_metrics(record))
+    section("Comparisons (paired, same test images)", tables.table_comparisons(record))
+    section("Metric changes with bootstrap 95% intervals", tables.table_metric_deltas(record))
+    _, _, k = tables.per_class_rows(record)
+    shown = tables.table_per_class(record)
+    note = (f"Worst {len(shown[1])} of {k} classes by the baseline's accuracy; all of them in per_class.csv."
+            if k > len(shown[1]) else "Sorted by the baseline's accuracy, worst first.")
+    section("Per-class accuracy", shown, note)
+    section("Training", tables.table_training(record))
+    section("Gates", tables.table_gates(record), "Failures first.")
+    section("Recipes (* = differs between models)", tables.table_recipes(record))
+    section("Run", tables.table_metadata(record))
+    return "\n".join(out)

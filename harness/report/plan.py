@@ -1,0 +1,127 @@
+"""Which figures a run gets, in which section, with their captions.
+
+Each ``FigureSpec.make`` draws from the record (what was measured) and the saved per-sample
+predictions; the functions live in ``figures.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .. import metrics
+from . import figures
+from .io import ModelData, candidates, class_names, model_order, stems
+
+SECTIONS = {
+    "key": "Key figures",
+    "failures": "Failure cases",
+    "training": "Training",
+    "selective": "Selective prediction",
+    "classes": "Per-class behaviour",
+}
+
+
+@dataclass
+class FigureSpec:
+    name: str
+    caption: str
+    section: str
+    make: Callable[[], object]
+
+
+def _m(record: dict, model: str, key: str):
+    return ((record.get("models") or {}).get(model) or {}).get("metrics", {}).get(key)
+
+
+def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None) -> list[FigureSpec]:
+    """The figures a run gets. Each ``make`` looks its function up in ``figures`` when called."""
+    specs: list[FigureSpec] = []
+    models = record.get("models") or {}
+    order = model_order(record)
+    names = stems(order)
+    base = record.get("baseline")
+    samples = {m: d.samples for m, d in data.items()}
+
+    counts = {m: models[m].get("confident_errors_by_threshold") for m in order}
+    counts = {m: c for m, c in counts.items() if c}
+    if counts:
+        ts = sorted({t for c in counts.values() for t in c}, key=float)
+        n_images = len(next(iter(data.values())).labels) if data else (record.get("run") or {}).get("data", {}).get("test")
+        specs.append(FigureSpec(
+            "confident_errors",
+            "Wrong predictions made with confidence at or above each threshold: the higher the threshold, the more "
+            "dangerous the error (seed 001 Fig 7).",
+            "key", lambda: figures.confident_errors({m: [c.get(t, 0) for t in ts] for m, c in counts.items()},
+                                                    [float(t) for t in ts], n_images or 0),
+        ))
+    if samples:
+        specs.append(FigureSpec(
+            "confidence_histograms",
+            "Confidence of wrong (left) and correct (right) predictions. A well-behaved model is unsure when it "
+            "is wrong and sure when it is right (seed 001 Fig 6).",
+            "key", lambda: figures.confidence_histograms(samples),
+        ))
+        for m, smp in samples.items():
+            specs.append(FigureSpec(
+                f"reliability_{names[m]}",
+                f"Reliability diagram of {m}: accuracy vs mean confidence in 15 equal-width bins (the ECE bins); "
+                "bars below the diagonal are overconfident (ece_over), above it underconfident (ece_under). "
+                "Bottom: images per bin (log scale).",
+                "key",
+                lambda m=m, smp=smp: figures.reliability_diagram(m, smp, _m(record, m, "ece"), _m(record, m, "ece_over"),
+                                                                 _m(record, m, "ece_under")),
+            ))
+    if gradcam is not None:
+        g = gradcam
+        cam_models = [m for m in order if m in g["cams"]] + [m for m in g["cams"] if m not in order]
+        specs.append(FigureSpec(
+            "gradcam_gallery",
+            "Grad-CAM of each model on the gallery's test images (red: attention), for the predicted class. "
+            "Titles: test id, true class -> predicted class (confidence).",
+            "failures",
+            lambda: figures.gradcam_gallery(
+                g["images"], g["ids"], g["labels"],
+                class_names(record, max(len(record.get("classes") or []), 1 + int(max(
+                    g["labels"].max(initial=0), *[p.max(initial=0) for p in g["preds"].values()])))),
+                {m: g["cams"][m] for m in cam_models}, g["preds"], g["confidences"]),
+        ))
+    histories = {m: models[m].get("history") or [] for m in order}
+    if any(histories.values()):
+        specs.append(FigureSpec(
+            "training_curves",
+            "Training and validation loss (left) and accuracy (right) per epoch for every model; the star marks "
+            "the epoch whose checkpoint was kept (best validation accuracy). Training figures are running means "
+            "over augmented batches in train mode; the generalisation gap is measured in eval mode.",
+            "training",
+            lambda: figures.training_curves(histories, {m: models[m].get("best_epoch") for m in order}),
+        ))
+    if samples:
+        specs.append(FigureSpec(
+            "risk_coverage",
+            "Risk-coverage: error rate of the predictions kept when the least confident are rejected; the area "
+            "under each curve is its AURC (lower is better).",
+            "selective",
+            lambda: figures.risk_coverage(samples, {m: _m(record, m, "aurc") for m in samples},
+                                          {m: _m(record, m, "selective_coverage") for m in samples}),
+        ))
+    if base in samples:
+        for c in (c for c in candidates(record) if c in samples):
+            specs.append(FigureSpec(
+                f"class_delta_{names[c]}",
+                f"Per-class accuracy change, {c} minus {base}, sorted. Green: improved, red: regressed "
+                "(seed 001 Fig 8).",
+                "classes",
+                lambda c=c: figures.class_accuracy_change(
+                    class_names(record, samples[base].num_classes),
+                    models[base].get("per_class_accuracy") or metrics.class_recall(samples[base]),
+                    models[c].get("per_class_accuracy") or metrics.class_recall(samples[c]), base, c),
+            ))
+    for m, smp in samples.items():
+        specs.append(FigureSpec(
+            f"confusion_{names[m]}",
+            f"Confusion matrix of {m} on the test split, normalised by true class (rows).",
+            "classes",
+            lambda m=m, smp=smp: figures.confusion_matrix(m, smp, class_names(record, smp.num_classes)),
+        ))
+    return specs

@@ -1,0 +1,176 @@
+"""Run record -> every report file of a run folder.
+
+``write_run(record, run_dir, arrays)`` is called once at the end of a pytest session (by the
+plugin in ``fixtures/``); ``rebuild(run_dir)`` re-renders everything of a finished run from
+its ``results.json`` and ``predictions/*.npz`` (``python -m harness report RUN_DIR``).
+
+What a run directory holds::
+
+    results.json          the run record + "figures" (path, ok, error, caption) + "report"
+    summary.md            the tables, GitHub markdown (tabulate)
+    index.html            the answer first, then figures, details, gates; no external resources
+    per_class.csv         per-class accuracy of every model, all classes
+    predictions/M.npz     ids, labels, logits of model M on the test split (every number in
+    predictions/M.csv     the report can be recomputed from these)
+    gradcam.npz           the Grad-CAM gallery's images and CAMs (re-render without models)
+    figures/*.png         matplotlib, Agg
+    junit.xml             written by pytest itself, linked when present
+
+A report never breaks or hides the run: a figure that raises is recorded with ``ok: false``
+and its error (and shown as a failure box in the page); the other files are still written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from . import figures, tables
+from .html import fallback_html, render_html
+from .io import (
+    GRADCAM,
+    INDEX,
+    RESULTS,
+    SUMMARY,
+    ModelData,
+    atomic_write_bytes,
+    atomic_write_text,
+    dumps,
+    jsonable,
+    list_files,
+    load_gradcam,
+    load_predictions,
+    load_results,
+    now,
+    stems,
+    write_gradcam,
+    write_predictions,
+    write_predictions_csv,
+)
+from .markdown import summary_markdown
+from .plan import FigureSpec, figure_plan
+
+PER_CLASS = "per_class.csv"
+
+
+def render_figure(spec: FigureSpec, run_dir: Path) -> dict:
+    rel = f"figures/{spec.name}.png"
+    t0 = time.perf_counter()
+    try:
+        fig = spec.make()
+        atomic_write_bytes(run_dir / rel, figures.render_png(fig))
+        ok, error = True, None
+    except Exception as exc:  # noqa: BLE001 - a figure never breaks the report
+        ok, error = False, f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / rel).unlink()  # never show a stale picture for a figure that failed now
+    return {"path": rel, "ok": ok, "error": error, "caption": spec.caption, "section": spec.section,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _per_class_csv(record: dict) -> str:
+    headers, rows, _ = tables.per_class_rows(record)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(headers)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def render_all(record: dict, run_dir: str | Path, *, problems: list[str] | None = None) -> dict:
+    """Figures, per_class.csv, summary.md, index.html and results.json of a run whose
+    predictions are on disk. Returns the record as written to results.json."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    record = jsonable(record)
+    record.setdefault("models", {})
+    problems = list(problems or [])
+    data, load_problems = load_predictions(record, run_dir)
+    problems += load_problems
+    try:
+        gradcam = load_gradcam(run_dir)
+    except Exception as exc:  # noqa: BLE001
+        gradcam = None
+        problems.append(f"{GRADCAM}: {type(exc).__name__}: {exc}")
+    record["figures"] = {}
+    try:
+        plan = figure_plan(record, data, gradcam)
+    except Exception as exc:  # noqa: BLE001
+        plan = []
+        problems.append(f"figure plan: {type(exc).__name__}: {exc}")
+    for spec in plan:
+        record["figures"][spec.name] = render_figure(spec, run_dir)
+    record["report"] = {"written_utc": now(), "files": [], "problems": problems}
+    for name, make in ((PER_CLASS, lambda: _per_class_csv(record)), (SUMMARY, lambda: summary_markdown(record))):
+        try:
+            atomic_write_text(run_dir / name, make())
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{name}: {type(exc).__name__}: {exc}")
+    files = list_files(run_dir, (INDEX, RESULTS))
+    try:
+        page = render_html(record, files)
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"{INDEX}: {type(exc).__name__}: {exc}")
+        page = fallback_html(record, f"{type(exc).__name__}: {exc}")
+    atomic_write_text(run_dir / INDEX, page)
+    record["report"]["files"] = list_files(run_dir, (RESULTS,))
+    record["report"]["seconds"] = round(time.perf_counter() - t0, 3)
+    record = jsonable(record)
+    atomic_write_text(run_dir / RESULTS, dumps(record))
+    return record
+
+
+def write_run(record: dict, run_dir: str | Path, arrays: Mapping | None = None) -> dict:
+    """Write every report file of a run; returns the final record (as in results.json).
+
+    ``arrays``: ``{model: {"logits", "labels", "ids"}}`` for the test split, and optionally
+    ``"gradcam": {"images", "ids", "labels", "cams", "preds", "confidences"}``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = jsonable(record)
+    models = record.setdefault("models", {})
+    arrays = arrays or {}
+    classes = list(record.get("classes") or [])
+    problems: list[str] = []
+    names = [n for n in arrays if n != "gradcam"]
+    stem = stems(list(dict.fromkeys([*models, *names])))
+    for name in names:
+        try:
+            entry = models.setdefault(name, {})
+            npz, csv_rel, _ = write_predictions(run_dir, stem[name], arrays[name], classes)
+            entry["predictions"] = npz
+            entry["predictions_csv"] = csv_rel
+        except Exception as exc:  # noqa: BLE001 - the report goes on without this model's predictions
+            problems.append(f"predictions of {name!r}: {type(exc).__name__}: {exc}")
+    if arrays.get("gradcam") is not None:
+        try:
+            write_gradcam(run_dir, arrays["gradcam"])
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{GRADCAM}: {type(exc).__name__}: {exc}")
+    return render_all(record, run_dir, problems=problems)
+
+
+def rebuild(run_dir: str | Path) -> Path:
+    """Re-render figures, summary.md, index.html and results.json of a finished run."""
+    record, run_dir = load_results(run_dir)
+    record.pop("figures", None)
+    problems = []
+    for m, entry in (record.get("models") or {}).items():
+        npz, csv_rel = entry.get("predictions"), entry.get("predictions_csv")
+        if npz and (run_dir / npz).is_file() and not (csv_rel and (run_dir / csv_rel).is_file()):
+            try:
+                with np.load(run_dir / npz, allow_pickle=False) as z:
+                    d = ModelData(z["logits"], z["labels"].astype(np.int64), z["ids"].astype(np.int64))
+                entry["predictions_csv"] = write_predictions_csv(run_dir, Path(npz).stem, d,
+                                                                 list(record.get("classes") or []))
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"predictions csv of {m!r}: {type(exc).__name__}: {exc}")
+    render_all(record, run_dir, problems=problems)
+    return run_dir / INDEX

@@ -1,0 +1,176 @@
+"""A synthetic world with planted models: each is good except in exactly one respect.
+
+Images: 28x28 grey, 10 classes. Class k is drawn as two bright 6x6 squares, one at position
+P_k in the left half and its mirror image in the right half (so a horizontal flip keeps the
+class), on a dim noisy background. A share of the test labels (``LABEL_NOISE``) is wrong on
+purpose, so even a perfect reader makes errors, and a calibrated one makes them without
+confidence.
+
+Models are fixed (no training): a 1x1 convolution (the Grad-CAM layer) then a readout of
+the mean intensity of each class's squares, scaled by ``sharpness``. ``good`` is calibrated
+(its confidence on a clean image is about its accuracy); every other model breaks one thing:
+
+=================  ======================================================================
+overconfident      the same reader with 10x sharper logits: confident errors, high ECE
+underconfident     much flatter logits: nothing reaches 70% confidence, underconfident ECE
+blind-class        never predicts class 3
+memoriser          recalls the labels of the training images exactly, guesses elsewhere
+noise-fragile      reads one thresholded pixel per class: additive noise flips it
+chance             ignores the image
+=================  ======================================================================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+SIZE = 28
+CLASSES = tuple(f"shape-{k}" for k in range(10))
+SQUARE = 6
+# top-left corners of the left-half squares: two columns x five rows
+CORNERS = [(1 + 5 * (k // 2), 1 + 6 * (k % 2)) for k in range(10)]
+LABEL_NOISE = 0.10
+GOOD_SHARPNESS = 6.0  # softmax(6 x 0.75 margin) ~ 0.9 confidence on a clean image, ~ the accuracy
+
+
+def masks() -> torch.Tensor:
+    """(10, 28, 28): 1 on both squares of each class."""
+    m = torch.zeros(10, SIZE, SIZE)
+    for k, (r, c) in enumerate(CORNERS):
+        m[k, r : r + SQUARE, c : c + SQUARE] = 1
+        m[k, r : r + SQUARE, SIZE - c - SQUARE : SIZE - c] = 1
+    return m
+
+
+def draw(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """uint8 images (N, 28, 28) of the given classes."""
+    n = len(labels)
+    x = rng.uniform(0.0, 0.3, size=(n, SIZE, SIZE))
+    m = masks().numpy().astype(bool)
+    for i, k in enumerate(labels):
+        x[i][m[k]] = 1.0
+    return np.round(x * 255).astype(np.uint8)
+
+
+def world(n_train: int = 2000, n_test: int = 1000, seed: int = 0):
+    """(train_x, train_y, test_x, test_y) as uint8 / int64 arrays; the test labels carry
+    ``LABEL_NOISE`` wrong labels (the image shows another class)."""
+    rng = np.random.default_rng(seed)
+    train_y = rng.integers(0, 10, n_train)
+    test_shown = rng.integers(0, 10, n_test)
+    train_x = draw(train_y, rng)
+    test_x = draw(test_shown, rng)
+    test_y = test_shown.copy()
+    flip = rng.random(n_test) < LABEL_NOISE
+    test_y[flip] = (test_shown[flip] + rng.integers(1, 10, flip.sum())) % 10
+    return train_x, train_y.astype(np.int64), test_x, test_y.astype(np.int64)
+
+
+class RegionReader(nn.Module):
+    """logit_k = sharpness * mean intensity over class k's squares (+ bias_k)."""
+
+    def __init__(self, sharpness: float = GOOD_SHARPNESS, region: torch.Tensor | None = None, bias=None):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1, bias=False)
+        nn.init.ones_(self.conv.weight)
+        self.relu = nn.ReLU()
+        r = masks() if region is None else region
+        self.register_buffer("readout", (r / r.sum((1, 2), keepdim=True)).reshape(10, -1))
+        self.sharpness = sharpness
+        self.register_buffer("bias", torch.zeros(10) if bias is None else torch.as_tensor(bias, dtype=torch.float32))
+
+    def forward(self, x):
+        f = self.relu(self.conv(x)).flatten(1)
+        return self.sharpness * (f @ self.readout.T) + self.bias
+
+    def cam_layer(self):
+        return self.conv
+
+
+class ThresholdReader(RegionReader):
+    """Reads one pixel per class (the centre of the left square) through a steep threshold
+    at 0.95, and falls back to class 0 when no pixel passes: a clean square's pixel is 1.0
+    (confidence about 0.9, like ``good``), additive noise pushes it under the threshold."""
+
+    def __init__(self):
+        centre = torch.zeros(10, SIZE, SIZE)
+        for k, (r, c) in enumerate(CORNERS):
+            centre[k, r + SQUARE // 2, c + SQUARE // 2] = 1
+        super().__init__(sharpness=1.0, region=centre)
+
+    def forward(self, x):
+        f = self.relu(self.conv(x)).flatten(1)
+        fallback = torch.zeros(10, device=x.device)
+        fallback[0] = 3.0
+        return 6.0 * torch.sigmoid(60.0 * (f @ self.readout.T - 0.95)) + fallback
+
+
+class Memoriser(nn.Module):
+    """Exact recall of the training images' labels (confident), a fixed guess elsewhere."""
+
+    def __init__(self, train_x: torch.Tensor, train_y: torch.Tensor):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1, bias=False)
+        nn.init.ones_(self.conv.weight)
+        self.register_buffer("keys", train_x.float().div(255).flatten(1))
+        self.register_buffer("labels", train_y.long())
+
+    def forward(self, x):
+        f = self.conv(x).flatten(1)
+        d = torch.cdist(f, self.keys, compute_mode="donot_use_mm_for_euclid_dist")
+        dist, nearest = d.min(1)
+        known = (dist < 1e-3).float()[:, None]
+        recall = torch.nn.functional.one_hot(self.labels[nearest], 10).float() * 12.0
+        guess = torch.zeros_like(recall)
+        guess[:, 0] = 2.0
+        return known * recall + (1 - known) * guess + 0 * f.sum(1, keepdim=True)
+
+    def cam_layer(self):
+        return self.conv
+
+
+class Chance(RegionReader):
+    """Ignores the image: the same flat logits everywhere (class 0 slightly ahead)."""
+
+    def forward(self, x):
+        return super().forward(x) * 0 + torch.tensor([0.1] + [0.0] * 9, device=x.device)
+
+
+def planted(name: str, dataset) -> nn.Module:
+    """The planted model ``name`` for a dataset of this world (``harness.data.Dataset``)."""
+    if name in ("baseline", "good"):
+        return RegionReader()
+    if name == "overconfident":
+        return RegionReader(sharpness=10 * GOOD_SHARPNESS)
+    if name == "underconfident":
+        return RegionReader(sharpness=1.0)
+    if name == "blind-class":
+        bias = torch.zeros(10)
+        bias[3] = -100.0
+        return RegionReader(bias=bias)
+    if name == "memoriser":  # the training split only: the validation images stay unseen
+        return Memoriser(dataset.train_x[dataset.train_idx], dataset.train_y[dataset.train_idx])
+    if name == "noise-fragile":
+        return ThresholdReader()
+    if name == "chance":
+        return Chance()
+    raise KeyError(name)
+
+
+PLANTED = ("overconfident", "underconfident", "blind-class", "memoriser", "noise-fragile", "chance")
+
+
+def write_idx_world(root, **kwargs) -> None:
+    """The world as Fashion-MNIST idx files in ``root`` (what ``--data-root`` reads)."""
+    import struct
+    from pathlib import Path
+
+    train_x, train_y, test_x, test_y = world(**kwargs)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for name, arr in (("train-images-idx3-ubyte", train_x), ("train-labels-idx1-ubyte", train_y),
+                      ("t10k-images-idx3-ubyte", test_x), ("t10k-labels-idx1-ubyte", test_y)):
+        a = np.ascontiguousarray(arr, dtype=np.uint8)
+        (root / name).write_bytes(struct.pack(f">HBB{a.ndim}I", 0, 0x08, a.ndim, *a.shape) + a.tobytes())

@@ -1,0 +1,166 @@
+"""Every gate family can fail: the stress suite, run through pytest on a synthetic world,
+fails each planted model on exactly the gate named after its problem (tests/planted.py),
+with the message a user reads, while the good baseline passes every gate it is checked on.
+
+No training: the models are fixed readers of a synthetic dataset written as Fashion-MNIST
+idx files, handed to the suite by the ``pytest_stress_model`` hook.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from planted import PLANTED, write_idx_world
+from scipy.special import log_softmax
+
+ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["pytester"]
+
+CONFTEST = '''
+import sys
+sys.path.insert(0, {tests!r})
+pytest_plugins = ["fixtures.plugin"]
+import planted
+
+
+def pytest_stress_model(recipe, data, device):
+    return planted.planted(recipe.name, data)
+'''
+
+# Bounds the good model meets with room (accuracy 0.904, ECE 0.033, no >=99% errors, worst
+# class 0.856, coverage 1.0, gap 0.0, noise accuracy 0.904), each planted model breaks one.
+GATES = '''
+[fashion-mnist.smoke.default]
+accuracy_min = 0.80
+loss_max = 0.8
+class_accuracy_min = 0.5
+confident_errors_99_max = 20
+ece_max = 0.06
+ece_under_max = 0.05
+selective_coverage_min = 0.5
+selective_accuracy_min = 0.5
+generalisation_gap_max = 0.10
+noise_accuracy_min = 0.8
+
+[fashion-mnist.smoke.overconfident.vs_baseline]
+confident_errors_99_max_ratio = 1.0
+loss_effect = "not_worse"
+'''
+
+# test id -> the failure message it must show (regular expression)
+EXPECTED = {
+    "test_accuracy[fashion-mnist-chance]":
+        r"accuracy=0\.11 < min 0\.8 \(planted_gates\.toml \[fashion-mnist\.smoke\.default\]\)",
+    "test_confident_errors[fashion-mnist-overconfident-99]": r"confident_errors_99=9\d > max 20 \(planted_gates",
+    "test_ece[fashion-mnist-overconfident]": r"ece=0\.09\d* > max 0\.06",
+    "test_loss[fashion-mnist-overconfident]": r"loss=4\.\d+ > max 0\.8",
+    "test_ece_under[fashion-mnist-underconfident]": r"ece_under=0\.7\d* > max 0\.05",
+    "test_selective_coverage[fashion-mnist-underconfident]": r"selective_coverage=0 < min 0\.5",
+    "test_class_accuracy[fashion-mnist-blind-class-Dress]": r"class_accuracy\[Dress\]=0 < min 0\.5",
+    "test_generalisation_gap[fashion-mnist-memoriser]": r"generalisation_gap=0\.8\d* > max 0\.1",
+    "test_stressed_accuracy[fashion-mnist-noise-fragile-noise]": r"noise_accuracy=0\.6\d* < min 0\.8",
+    "test_vs_baseline[fashion-mnist-overconfident-confident_errors_99_max_ratio]":
+        r"confident_errors_99=9\d > max 1 x baseline 0 = 0 \(planted_gates\.toml "
+        r"\[fashion-mnist\.smoke\.overconfident\.vs_baseline\]\)",
+    "test_vs_baseline[fashion-mnist-overconfident-loss_effect]":
+        r"loss change \+4\.\d+ \[95% CI \+\d\.\d+, \+\d\.\d+\] vs baseline 0\.5\d+: NOT as expected \(not_worse",
+}
+
+
+def test_each_planted_problem_fails_its_gate_and_the_good_model_passes(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    shutil.copytree(ROOT / "stress_tests", pytester.path / "stress_tests", ignore=shutil.ignore_patterns("__pycache__"))
+    pytester.makeconftest(CONFTEST.format(tests=str(ROOT / "tests")))
+    (pytester.path / "planted_gates.toml").write_text(GATES)
+    write_idx_world(pytester.path / "data")
+    args = []
+    for name in PLANTED:
+        (pytester.path / f"{name}.toml").write_text(f'name = "{name}"\nbase = "baseline"\n')
+        args += ["--recipe-file", f"{name}.toml"]
+    reports = pytester.path / "reports"
+    result = pytester.runpytest_subprocess(
+        "stress_tests", "--dataset", "fashion-mnist", "--profile", "smoke", "--baseline-only",
+        "--data-root", str(pytester.path / "data"), "--gates", "planted_gates.toml", "--report-dir", str(reports),
+        "--cache-dir", str(pytester.path / "cache"), "-p", "no:cacheprovider", "-rfs", "-vv", *args, timeout=600,
+    )
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, out
+    failed = {m.group(1): m.group(2) for m in re.finditer(r"^FAILED stress_tests/\S+::(\S+) - (.*)$", out, re.M)}
+    for test, message in EXPECTED.items():
+        assert test in failed, f"{test} did not fail:\n{out}"
+        assert re.search(message, failed[test]), f"{test}: {failed[test]!r} does not match {message!r}"
+    # the good baseline fails nothing, and every failure belongs to a planted model
+    assert not [t for t in failed if "-baseline" in t], out
+    # a metric that does not apply is skipped with its reason, not failed
+    assert re.search(r"SKIPPED .*selective_accuracy not applicable: no prediction reaches 70% confidence: nothing is "
+                     r"kept \(planted_gates\.toml \[fashion-mnist\.smoke\.default\]\)", out), out
+    # the summary lists per model what was checked
+    assert "stress summary: fashion-mnist" in out and "gates passed" in out
+
+    # the report holds those outcomes, and its numbers agree with its own predictions
+    run = reports / "latest"
+    results = json.loads((run / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert results["verdict"]["status"] == "fail"
+    bad = {(g["model"], g["metric"]) for g in results["gates"] if g["status"] == "failed"}
+    assert {("chance", "accuracy"), ("overconfident", "ece"), ("underconfident", "ece_under"),
+            ("blind-class", "class_accuracy"), ("memoriser", "generalisation_gap"),
+            ("noise-fragile", "noise_accuracy")} <= bad
+    assert not any(m == "baseline" for m, _ in bad)
+    na = {(g["model"], g["metric"]) for g in results["gates"] if g["status"] == "n/a"}
+    assert ("underconfident", "selective_accuracy") in na
+    for name, entry in results["models"].items():
+        saved = np.load(run / entry["predictions"])
+        logp = log_softmax(saved["logits"].astype(np.float64), axis=1)
+        hit = logp.argmax(1) == saved["labels"]
+        conf = np.exp(logp.max(1))
+        m = entry["metrics"]
+        assert m["accuracy"] == pytest.approx(hit.mean(), abs=1e-12), name
+        assert m["loss"] == pytest.approx(-logp[np.arange(len(hit)), saved["labels"]].mean(), rel=1e-6), name
+        assert m["confident_errors_99"] == int((~hit & (conf >= 0.99)).sum()), name
+
+
+def test_a_run_that_checks_nothing_fails(pytester, monkeypatch):
+    """Selecting only tests whose metrics have no bound evaluates no gate: the run fails."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    shutil.copytree(ROOT / "stress_tests", pytester.path / "stress_tests", ignore=shutil.ignore_patterns("__pycache__"))
+    pytester.makeconftest(CONFTEST.format(tests=str(ROOT / "tests")))
+    (pytester.path / "g.toml").write_text("[fashion-mnist.smoke.default]\naccuracy_min = 0.5\n")
+    write_idx_world(pytester.path / "data", n_train=300, n_test=200)
+    result = pytester.runpytest_subprocess(
+        "stress_tests", "--baseline-only", "--data-root", str(pytester.path / "data"), "--gates", "g.toml",
+        "--no-report", "-k", "test_ece", "-p", "no:cacheprovider", timeout=300,
+    )
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, out
+    assert "NO GATE CHECKED for baseline" in out and "[fashion-mnist.smoke.baseline]" in out, out
+    assert result.parseoutcomes().get("failed", 0) == 0  # nothing failed, yet the run does not pass
+
+
+@pytest.mark.parametrize(
+    "body, args, message",
+    [
+        ("[fashion-mnist.smoke.default]\neece_max = 0.05\n", [],
+         r"unknown metric 'eece' \(did you mean 'ece'\?\)"),
+        ("[fashion-mnist.smoke.default]\naccuracy_max = 0.99\n", [],
+         r"accuracy is higher-is-better, so a max bound points the wrong way; use accuracy_min"),
+        ("[fashion-mnist.smoke.default]\naccuracy_min = 0.8\n", ["--imbalance", "0.1"],
+         r"no gates apply to 'baseline' of fashion-mnist / smoke-imbalance .*\[fashion-mnist\.smoke-imbalance\.default\]"),
+        ("[fashion-mnist.smoke.default]\naccuracy_min = 0.8\n[fashion-mnist.smoke.augmnet]\nece_max = 0.1\n", [],
+         r"unknown model 'augmnet' \(did you mean 'augment'\?\)"),
+        ("[fashion-mnist.smok.default]\naccuracy_min = 0.8\n", [], r"unknown profile 'smok' \(did you mean 'smoke'\?\)"),
+        ("accuracy_min = 0.8\n", [], r"top-level key 'accuracy_min'"),
+    ],
+)
+def test_gates_file_mistakes_stop_the_run_before_training(pytester, monkeypatch, body, args, message):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    pytester.makeconftest('pytest_plugins = ["fixtures.plugin"]')
+    (pytester.path / "g.toml").write_text(body)
+    result = pytester.runpytest_subprocess("--gates", "g.toml", "--cache-dir", str(pytester.path / "cache"), *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert re.search(message, result.stderr.str()), result.stderr.str()
+    assert not (pytester.path / "cache").exists()  # nothing was trained
