@@ -116,6 +116,9 @@ class Dataset:
     val_idx: torch.Tensor
     source: str
     fingerprint: str = field(default="")
+    # Whether a horizontal flip keeps every class (the hflip invariance test needs it): true of
+    # clothes, animals, vehicles and scenes; False for data whose classes a mirror changes.
+    flip_invariant: bool = True
 
     @property
     def num_classes(self) -> int:
@@ -211,6 +214,41 @@ def load(name: str, data_root: str | os.PathLike | None = None, *, download: boo
         source=source,
         fingerprint=fingerprint(train_x, train_y, test_x, test_y),
     )
+
+
+CIFAR_C_FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}
+
+
+def cifar_c(ds: Dataset, data_root: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+    """The published CIFAR-10-C / CIFAR-100-C corruptions (Hendrycks & Dietterich 2019) when
+    their ``.npy`` files are under a data root (``CIFAR-10-C/<corruption>.npy``, 50,000 x 32 x
+    32 x 3 uint8: severities 1-5 of the 10,000 test images in order, and ``labels.npy``):
+    {corruption: memory-mapped array}. Empty when absent. Labels that do not match the test
+    split are an error, not a silent mismatch."""
+    folder_name = CIFAR_C_FOLDERS.get(ds.name)
+    if folder_name is None:
+        return {}
+    for root in search_roots(data_root):
+        folder = root / folder_name
+        labels_path = folder / "labels.npy"
+        if not labels_path.is_file():
+            continue
+        n = len(ds.test_y)
+        labels = np.load(labels_path, mmap_mode="r", allow_pickle=False)
+        if labels.shape != (5 * n,) or not np.array_equal(np.asarray(labels[:n]), ds.test_y.numpy()):
+            raise DatasetFormatError(f"{labels_path}: expected the {n} test labels repeated for 5 severities "
+                                     f"({5 * n} values) matching {ds.name}'s test split; got shape {labels.shape}")
+        out = {}
+        for path in sorted(folder.glob("*.npy")):
+            if path.name == "labels.npy":
+                continue
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            if arr.shape != (5 * n, 32, 32, 3) or arr.dtype != np.uint8:
+                raise DatasetFormatError(f"{path}: expected uint8 of shape ({5 * n}, 32, 32, 3), got {arr.dtype} "
+                                         f"{arr.shape}")
+            out[path.stem] = arr
+        return out
+    return {}
 
 
 def _check_name(name: str) -> None:

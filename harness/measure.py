@@ -6,20 +6,24 @@
 * ``test`` / ``val`` / ``train_sample``: per-sample outcomes from the logits stored with the
   model (``train.TrainResult``), or computed here for a model the harness did not train;
 * ``robustness``: outcomes under each stress (``stress.py``) on a seeded subset of the test
-  split, the same images for every model of a run;
-* ``attention``: per-image heatmap scores (``explain.py``).
+  split, the same images for every model of a run; ``adversarial``: under attack, on the
+  first ``Battery.attack_samples`` images of that subset; ``baseline.<kind>``: the run
+  baseline's evidence (for metrics normalised by the baseline, such as mCE);
+* ``attention``: per-image heatmap scores (``explain.py``);
+* ``taxonomy``: the failure modes of the confident errors (``taxonomy.py``).
 
 Nothing here defines a metric: values come from ``metrics.measure``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from . import explain, metrics, stress
+from . import explain, metrics, stress, taxonomy
 from .data import Dataset
 from .evaluate import logits_of, to_float
 from .metrics import NotApplicable, Samples
@@ -32,8 +36,10 @@ STRESS_SEED = 0
 class Settings:
     """How much of each kind of evidence to collect (set by the profile)."""
 
+    profile: str = "smoke"
     stress_samples: int = 1000  # test images in the robustness subset
     cam_samples: int = 32  # images explained with Grad-CAM
+    published: dict | None = None  # CIFAR-C arrays (data.cifar_c) to use instead of synthesising
 
 
 def stress_subset(n_test: int, n: int) -> np.ndarray:
@@ -48,12 +54,13 @@ class ModelEvaluation:
     """One model of a run: its evidence and the registry metrics measured on it."""
 
     def __init__(self, name: str, result: TrainResult, data: Dataset, device: torch.device,
-                 settings: Settings | None = None):
+                 settings: Settings | None = None, baseline: Callable[[], ModelEvaluation] | None = None):
         self.name = name
         self.result = result
         self.data = data
         self.device = device
         self.settings = settings or Settings()
+        self._baseline = baseline  # the run's baseline, when asked for (None: this model is it)
         self._evidence: dict[str, object] = {}
         self._values: dict[tuple[str, int | None], float | NotApplicable] = {}
 
@@ -65,7 +72,14 @@ class ModelEvaluation:
     def samples(self, split: str) -> Samples:
         return self.evidence(split)  # type: ignore[return-value]
 
+    def has(self, kind: str) -> bool:
+        """Whether this kind of evidence has been collected (by a test that needed it)."""
+        return kind in self._evidence
+
     def evidence(self, kind: str):
+        if kind.startswith("baseline."):
+            base = self if self._baseline is None else self._baseline()
+            return base.evidence(kind.split(".", 1)[1])
         if kind not in self._evidence:
             self._evidence[kind] = getattr(self, f"_evidence_{kind}")()
         return self._evidence[kind]
@@ -91,13 +105,42 @@ class ModelEvaluation:
     def _evidence_train_sample(self) -> Samples:
         return self._split_samples("train_sample")
 
+    @property
+    def battery(self) -> stress.Battery:
+        return stress.battery(self.data.name, self.data.image_shape, self.settings.profile,
+                              self.data.flip_invariant, self.settings.published)
+
+    def stress_positions(self) -> np.ndarray:
+        return stress_subset(len(self.data.test_y), self.settings.stress_samples)
+
     def _evidence_robustness(self) -> dict[str, Samples]:
-        pos = stress_subset(len(self.data.test_y), self.settings.stress_samples)
+        pos = self.stress_positions()
         idx = torch.as_tensor(pos)
         x, y = self.data.test_x[idx], self.data.test_y[idx]
-        logits = stress.robustness(self.model, x, y, self.data.name, self.device)
+        logits = stress.run_robustness(self.model, x, y, self.battery, self.device, pos, len(self.data.test_y))
         labels = y.numpy()
         return {k: Samples.from_logits(z.numpy(), labels, pos) for k, z in logits.items()}
+
+    def _evidence_adversarial(self) -> dict[str, Samples]:
+        b = self.battery
+        pos = self.stress_positions()[: b.attack_samples]
+        idx = torch.as_tensor(pos)
+        x, y = self.data.test_x[idx], self.data.test_y[idx]
+        logits = stress.run_adversarial(self.model, x, y, b, self.device)
+        labels = y.numpy()
+        out = {k: Samples.from_logits(z.numpy(), labels, pos) for k, z in logits.items()}
+        ref = f"{b.reference_eps:.6g}"
+        for attack in ("fgsm", "pgd"):  # the reference budget, under the attack's own name
+            if f"{attack}/{ref}" in out:
+                out[attack] = out[f"{attack}/{ref}"]
+        return out
+
+    def _evidence_taxonomy(self) -> taxonomy.Taxonomy:
+        s = self.samples("test")
+        p = self.result.predictions(self.data, "test")
+        b = self.battery
+        return taxonomy.analyse(self.model, s, p.probs, self.data.test_x, self.device, b.occlusion_patch,
+                                b.occlusion_stride, limit=taxonomy.LIMIT)
 
     def _evidence_attention(self) -> metrics.Attention:
         s = self.samples("test")

@@ -28,7 +28,11 @@ from datagen import (
 )
 
 from harness import data as data_mod
-from harness.cache import CACHE_ENV
+from harness.cache import CACHE_ENV, default_cache_dir
+
+# The model cache of the environment the tests run in, read before any test changes HOME
+# (pytester does): tests that run the suite in a subprocess reuse models trained here.
+REAL_CACHE = default_cache_dir()
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 

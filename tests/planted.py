@@ -16,6 +16,10 @@ underconfident     much flatter logits: nothing reaches 70% confidence, undercon
 blind-class        never predicts class 3
 memoriser          recalls the labels of the training images exactly, guesses elsewhere
 noise-fragile      reads one thresholded pixel per class: additive noise flips it
+one-copy           reads only the left square, through a threshold: one grey patch hides it
+shift-fragile      reads the corner pixel of each left square: a one-pixel shift moves it away
+flip-variant       adds a bonus to class 0 when the top-left corner is brighter than the
+                   top-right one: a mirror changes its predictions (and it pays on clean data)
 chance             ignores the image
 =================  ======================================================================
 """
@@ -89,16 +93,45 @@ class RegionReader(nn.Module):
         return self.conv
 
 
+def left_masks() -> torch.Tensor:
+    m = torch.zeros(10, SIZE, SIZE)
+    for k, (r, c) in enumerate(CORNERS):
+        m[k, r : r + SQUARE, c : c + SQUARE] = 1
+    return m
+
+
+class OneCopyReader(RegionReader):
+    """The left square only, through a threshold at 0.7, falling back to class 0: a clean
+    square reads 1.0, a grey (0.5) occluding patch over it reads 0.5 and the class is lost."""
+
+    def __init__(self):
+        super().__init__(sharpness=1.0, region=left_masks())
+
+    def forward(self, x):
+        f = self.relu(self.conv(x)).flatten(1)
+        fallback = torch.zeros(10, device=x.device)
+        fallback[0] = 1.0
+        return 5.0 * torch.sigmoid(20.0 * (f @ self.readout.T - 0.7)) + fallback
+
+
+class FlipVariant(RegionReader):
+    def forward(self, x):
+        bonus = (x[:, 0, 0, 0] > x[:, 0, 0, -1] + 0.1).float() * 8.0
+        logits = super().forward(x)
+        return logits + torch.nn.functional.one_hot(torch.zeros_like(bonus).long(), 10) * bonus[:, None]
+
+
 class ThresholdReader(RegionReader):
     """Reads one pixel per class (the centre of the left square) through a steep threshold
     at 0.95, and falls back to class 0 when no pixel passes: a clean square's pixel is 1.0
     (confidence about 0.9, like ``good``), additive noise pushes it under the threshold."""
 
-    def __init__(self):
-        centre = torch.zeros(10, SIZE, SIZE)
+    def __init__(self, corner: bool = False):
+        at = 0 if corner else SQUARE // 2  # the square's top-left corner pixel, or its centre
+        pixel = torch.zeros(10, SIZE, SIZE)
         for k, (r, c) in enumerate(CORNERS):
-            centre[k, r + SQUARE // 2, c + SQUARE // 2] = 1
-        super().__init__(sharpness=1.0, region=centre)
+            pixel[k, r + at, c + at] = 1
+        super().__init__(sharpness=1.0, region=pixel)
 
     def forward(self, x):
         f = self.relu(self.conv(x)).flatten(1)
@@ -154,12 +187,19 @@ def planted(name: str, dataset) -> nn.Module:
         return Memoriser(dataset.train_x[dataset.train_idx], dataset.train_y[dataset.train_idx])
     if name == "noise-fragile":
         return ThresholdReader()
+    if name == "shift-fragile":
+        return ThresholdReader(corner=True)
+    if name == "one-copy":
+        return OneCopyReader()
+    if name == "flip-variant":
+        return FlipVariant()
     if name == "chance":
         return Chance()
     raise KeyError(name)
 
 
-PLANTED = ("overconfident", "underconfident", "blind-class", "memoriser", "noise-fragile", "chance")
+PLANTED = ("overconfident", "underconfident", "blind-class", "memoriser", "noise-fragile", "one-copy", "shift-fragile",
+           "flip-variant", "chance")
 
 
 def write_idx_world(root, **kwargs) -> None:

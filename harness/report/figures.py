@@ -329,3 +329,109 @@ def gradcam_gallery(images: np.ndarray, ids: np.ndarray, labels: np.ndarray, cla
             ax.set_yticks([])
     fig.suptitle("Grad-CAM on failure cases (red title: wrong, green: right)", fontsize=11)
     return fig
+
+
+# ----------------------------------------------------------------------------- robustness
+
+
+def corruption_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], clean: Mapping[str, float]) -> Figure:
+    """Accuracy against severity, one panel per corruption, a line per model (clean accuracy
+    dashed). ``curves[model][corruption]`` = accuracies at severities 1..5."""
+    models = list(curves)
+    col = colours(models)
+    names = sorted({c for m in models for c in curves[m]})
+    if not names:
+        raise ValueError("no corruption curves")
+    ncol = 5
+    nrow = (len(names) + ncol - 1) // ncol
+    fig = new_figure(3.0 * ncol, 2.5 * nrow + 0.8)
+    axes = np.atleast_2d(fig.subplots(nrow, ncol, sharex=True, sharey=True, squeeze=False))
+    for i, name in enumerate(names):
+        ax = axes[i // ncol, i % ncol]
+        for m in models:
+            ys = curves[m].get(name)
+            if ys is None:
+                continue
+            ax.plot(range(1, len(ys) + 1), ys, "-o", color=col[m], ms=3, lw=1.6, label=m)
+            if clean.get(m) is not None:
+                ax.axhline(clean[m], color=col[m], ls="--", lw=0.8)
+        ax.set_title(name.replace("_", " "), fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.set_xticks(range(1, 6))
+        ax.grid(alpha=0.3)
+        _pct_axis(ax)
+    for j in range(len(names), nrow * ncol):
+        axes[j // ncol, j % ncol].set_visible(False)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=9, frameon=False)
+    fig.suptitle("Accuracy against corruption severity (dashed: clean accuracy on the same images)")
+    fig.supxlabel("severity", fontsize=9)
+    return fig
+
+
+def adversarial_curves(eps: Sequence[float], acc: Mapping[str, Mapping[str, Sequence[float]]],
+                       clean: Mapping[str, float], reference: float | None = None) -> Figure:
+    """Accuracy against the L-inf budget: FGSM (dashed) and PGD (solid) per model."""
+    models = list(acc)
+    col = colours(models)
+    fig = new_figure(7.5, 4.8)
+    ax = fig.subplots()
+    xs = [0.0, *eps]
+    for m in models:
+        for attack, style in (("fgsm", "--s"), ("pgd", "-o")):
+            ys = acc[m].get(attack)
+            if ys is not None:
+                ax.plot(xs, [clean.get(m, np.nan), *ys], style, color=col[m], ms=4, lw=1.6, label=f"{m} {attack.upper()}")
+    if reference is not None:
+        ax.axvline(reference, color="black", lw=0.8, ls=":")
+    ax.set(xlabel="L-inf budget eps (pixel units in [0, 1])", ylabel="accuracy", ylim=(0, 1),
+           title="Accuracy under attack (dotted: the reference budget the gates read)")
+    _pct_axis(ax)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def taxonomy_bars(counts: Mapping[str, Mapping[str, int]], modes: Sequence[str]) -> Figure:
+    """Stacked bars: each model's confident errors by dominant failure mode."""
+    models = list(counts)
+    palette = ["#9467bd", "#8c564b", "#ff7f0e", "#17becf", "#c7c7c7"]
+    fig = new_figure(max(6.0, 1.6 * len(models) + 3), 4.6)
+    ax = fig.subplots()
+    bottom = np.zeros(len(models))
+    for i, mode in enumerate(modes):
+        vals = np.array([counts[m].get(mode, 0) for m in models], dtype=float)
+        bars = ax.bar(models, vals, bottom=bottom, color=palette[i % len(palette)], label=mode, edgecolor="black", lw=0.4)
+        ax.bar_label(bars, labels=[str(int(v)) if v else "" for v in vals], label_type="center", fontsize=8)
+        bottom += vals
+    ax.set(ylabel="errors with confidence >= 90%", title="Confident errors by dominant failure mode")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def failure_mode_examples(images: np.ndarray, ids: np.ndarray, labels: np.ndarray, preds: np.ndarray,
+                          confidences: np.ndarray, modes: Sequence[str], classes: Sequence[str], model: str) -> Figure:
+    """A row of example images per failure mode: ``test #id: true -> predicted (confidence)``."""
+    order = list(dict.fromkeys(modes))
+    per_row = max(sum(1 for m in modes if m == mode) for mode in order)
+    fig = new_figure(2.4 * per_row + 1.6, 2.5 * len(order) + 0.5)
+    axes = np.atleast_2d(fig.subplots(len(order), per_row, squeeze=False))
+    for r, mode in enumerate(order):
+        picks = [i for i, m in enumerate(modes) if m == mode]
+        for c in range(per_row):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(picks):
+                ax.set_visible(False)
+                continue
+            i = picks[c]
+            img, cmap = _as_hwc(images[i])
+            ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(f"#{int(ids[i])}: {classes[int(labels[i])]}\n-> {classes[int(preds[i])]} "
+                         f"({float(confidences[i]):.0%})", fontsize=8, color=REGRESSED)
+            if c == 0:
+                ax.set_ylabel(mode, fontsize=9)
+    fig.suptitle(f"{model}: confident errors by dominant failure mode (examples)", fontsize=11)
+    return fig

@@ -103,8 +103,8 @@ def render_html(record: dict, files: list[str]) -> str:
     ok = tables.verdict_line(record).startswith("PASS")
     fig_fail = [n for n, f in (record.get("figures") or {}).items() if not f.get("ok")]
     body: list[str] = []
-    nav = [("answer", "Answer"), ("key", "Key figures"), ("failures", "Failure cases"), ("details", "Details"),
-           ("gates", "Gates"), ("run", "Run")]
+    nav = [("answer", "Answer"), ("key", "Key figures"), ("failures", "Failure cases"), ("robustness", "Robustness"),
+           ("details", "Details"), ("gates", "Gates"), ("run", "Run")]
     body.append("<nav>" + "".join(f'<a href="#{a}">{e(t)}</a>' for a, t in nav) + "</nav><main>")
     body.append(f"<h1>Stress run {e(str(run.get('id', '')))}</h1>")
     body.append(f'<p class="meta">{e(str(run.get("dataset", "")))} · profile {e(str(run.get("profile", "")))} · '
@@ -139,7 +139,38 @@ def render_html(record: dict, files: list[str]) -> str:
     nt = tables.table_named_cases(record)
     if nt[1]:
         body.append(html_table(nt, cls="cases"))
+    tx = tables.table_taxonomy(record)
+    if tx[1]:
+        body.append("<h3>Failure taxonomy</h3><p class='meta'>Each error made with >= 90% confidence gets one "
+                    "dominant mode from measured signals (rules and limits: harness/taxonomy.py).</p>" + html_table(tx))
+        for m in tables.model_order(record):
+            bc = tables.table_taxonomy_by_class(record, m)
+            if bc[1]:
+                body.append(_fold(f"{m}: failure modes by true class", html_table(bc)))
+    cp = tables.table_confused_pairs(record)
+    if cp[1]:
+        body.append("<h3>Most confused class pairs</h3>" + html_table(cp))
     body.append(html_figures(record, "failures") or "<p class='meta'>No Grad-CAM gallery in this run.</p>")
+
+    body.append('<h2 id="robustness">Robustness</h2>')
+    sv, ad, ge = tables.table_severity(record), tables.table_adversarial(record), tables.table_geometry(record)
+    if not (sv[1] or ad[1] or ge[1]):
+        body.append("<p class='meta'>No robustness test ran in this run.</p>")
+    if sv[1]:
+        first = next((r for r in (record.get("models") or {}).values() if (r.get("robustness") or {}).get("source")), {})
+        src = (first.get("robustness") or {})
+        body.append(f"<h3>Common corruptions</h3><p class='meta'>{src.get('images', '')} test images; corruptions "
+                    f"{e(str(src.get('source', '')))}. Mean over every corruption at each severity.</p>" + html_table(sv))
+        for m in tables.model_order(record):
+            ct = tables.table_corruptions(record, m)
+            if ct[1]:
+                body.append(_fold(f"{m}: accuracy per corruption and severity", html_table(ct)))
+    if ad[1]:
+        body.append("<h3>Adversarial attacks</h3>" + html_table(ad))
+    if ge[1]:
+        body.append("<h3>Occlusion, scale, position, flips</h3><p class='meta'>changed: the share of predictions "
+                    "that differ from the unstressed prediction.</p>" + html_table(ge))
+    body.append(html_figures(record, "robustness"))
 
     body.append('<h2 id="details">Details</h2>')
     body.append("<h3>All metrics (test split)</h3>" + html_table(tables.table_metrics(record), cls="metrics"))

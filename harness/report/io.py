@@ -27,6 +27,7 @@ RESULTS = "results.json"
 SUMMARY = "summary.md"
 INDEX = "index.html"
 GRADCAM = "gradcam.npz"
+FAILURE_MODES = "failure_modes.npz"
 JUNIT = "junit.xml"
 
 
@@ -252,3 +253,26 @@ def load_gradcam(run_dir: Path) -> dict | None:
             "preds": {m: z[f"pred_{i}"] for i, m in enumerate(models)},
             "confidences": {m: z[f"conf_{i}"] for i, m in enumerate(models)},
         }
+
+
+# ============================================================================ failure-mode examples
+
+
+def write_failure_modes(run_dir: Path, per_model: Mapping) -> None:
+    models = list(per_model)
+    out = {"models": np.asarray(models, dtype=str)}
+    for i, m in enumerate(models):
+        for key in ("images", "ids", "labels", "preds", "confidences", "modes"):
+            v = np.asarray(per_model[m][key])
+            out[f"{key}_{i}"] = v.astype(str) if key == "modes" else v
+    atomic_savez(run_dir / FAILURE_MODES, **out)
+
+
+def load_failure_modes(run_dir: Path) -> dict | None:
+    path = run_dir / FAILURE_MODES
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        models = [str(m) for m in z["models"]]
+        return {m: {k: z[f"{k}_{i}"] for k in ("images", "ids", "labels", "preds", "confidences", "modes")}
+                for i, m in enumerate(models)}

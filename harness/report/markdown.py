@@ -38,6 +38,12 @@ def summary_markdown(record: dict) -> str:
     section("Checks per model", tables.table_checks(record))
     section("Wrong predictions by confidence threshold", tables.table_thresholds(record))
     section("Named failure cases", tables.table_named_cases(record))
+    section("Failure taxonomy (errors with >= 90% confidence)", tables.table_taxonomy(record),
+            "Dominant mode per error from measured signals; rules and limits in harness/taxonomy.py.")
+    section("Most confused class pairs", tables.table_confused_pairs(record))
+    section("Common corruptions by severity", tables.table_severity(record))
+    section("Adversarial attacks", tables.table_adversarial(record))
+    section("Occlusion, scale, position, flips", tables.table_geometry(record))
     figs = record.get("figures") or {}
     if figs:
         out.extend(["## Figures", ""])

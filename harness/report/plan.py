@@ -16,6 +16,7 @@ from .io import ModelData, candidates, class_names, model_order, stems
 SECTIONS = {
     "key": "Key figures",
     "failures": "Failure cases",
+    "robustness": "Robustness",
     "training": "Training",
     "selective": "Selective prediction",
     "classes": "Per-class behaviour",
@@ -34,7 +35,8 @@ def _m(record: dict, model: str, key: str):
     return ((record.get("models") or {}).get(model) or {}).get("metrics", {}).get(key)
 
 
-def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None) -> list[FigureSpec]:
+def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
+                failure_modes: dict | None = None) -> list[FigureSpec]:
     """The figures a run gets. Each ``make`` looks its function up in ``figures`` when called."""
     specs: list[FigureSpec] = []
     models = record.get("models") or {}
@@ -85,6 +87,47 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None) 
                 class_names(record, max(len(record.get("classes") or []), 1 + int(max(
                     g["labels"].max(initial=0), *[p.max(initial=0) for p in g["preds"].values()])))),
                 {m: g["cams"][m] for m in cam_models}, g["preds"], g["confidences"]),
+        ))
+    rob = {m: models[m].get("robustness") or {} for m in order}
+    curves = {m: {c: [cell["accuracy"] for cell in sevs] for c, sevs in (r.get("corruptions") or {}).items()}
+              for m, r in rob.items() if r.get("corruptions")}
+    if curves:
+        specs.append(FigureSpec(
+            "corruption_curves",
+            "Accuracy against severity (1-5) for every corruption and model, on the robustness subset; dashed: "
+            "the same images without corruption.",
+            "robustness",
+            lambda: figures.corruption_curves(curves, {m: rob[m]["clean"]["accuracy"] for m in curves}),
+        ))
+    adv = {m: r["adversarial"] for m, r in rob.items() if r.get("adversarial")}
+    if adv:
+        first = next(iter(adv.values()))
+        specs.append(FigureSpec(
+            "adversarial_curves",
+            "Accuracy against the L-inf budget under FGSM (dashed) and 10-step PGD (solid), per model.",
+            "robustness",
+            lambda: figures.adversarial_curves(
+                first["epsilons"], {m: {a: [c["accuracy"] for c in a_[a]] for a in ("fgsm", "pgd")} for m, a_ in adv.items()},
+                {m: a_["clean"]["accuracy"] for m, a_ in adv.items()}, first.get("reference_eps")),
+        ))
+    tax = {m: models[m]["taxonomy"] for m in order if (models[m].get("taxonomy") or {}).get("counts")}
+    if tax:
+        modes = next(iter(tax.values()))["modes"]
+        specs.append(FigureSpec(
+            "failure_taxonomy",
+            "Errors made with >= 90% confidence, by the dominant failure mode the rules of harness/taxonomy.py "
+            "assign (label doubt, background, one local part, resolution, none).",
+            "failures", lambda: figures.taxonomy_bars({m: t["counts"] for m, t in tax.items()}, modes),
+        ))
+    for m, ex in (failure_modes or {}).items():
+        specs.append(FigureSpec(
+            f"failure_modes_{names.get(m, m)}",
+            f"Examples of {m}'s confident errors for each failure mode (test id: true -> predicted, confidence).",
+            "failures",
+            lambda m=m, ex=ex: figures.failure_mode_examples(
+                ex["images"], ex["ids"], ex["labels"], ex["preds"], ex["confidences"], [str(v) for v in ex["modes"]],
+                class_names(record, max(len(record.get("classes") or []), 1 + int(max(ex["labels"].max(), ex["preds"].max())))),
+                m),
         ))
     histories = {m: models[m].get("history") or [] for m in order}
     if any(histories.values()):

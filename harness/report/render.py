@@ -13,6 +13,7 @@ What a run directory holds::
     predictions/M.npz     ids, labels, logits of model M on the test split (every number in
     predictions/M.csv     the report can be recomputed from these)
     gradcam.npz           the Grad-CAM gallery's images and CAMs (re-render without models)
+    failure_modes.npz     example images of each model's confident errors per failure mode
     figures/*.png         matplotlib, Agg
     junit.xml             written by pytest itself, linked when present
 
@@ -34,6 +35,7 @@ import numpy as np
 from . import figures, tables
 from .html import fallback_html, render_html
 from .io import (
+    FAILURE_MODES,
     GRADCAM,
     INDEX,
     RESULTS,
@@ -44,11 +46,13 @@ from .io import (
     dumps,
     jsonable,
     list_files,
+    load_failure_modes,
     load_gradcam,
     load_predictions,
     load_results,
     now,
     stems,
+    write_failure_modes,
     write_gradcam,
     write_predictions,
     write_predictions_csv,
@@ -99,9 +103,14 @@ def render_all(record: dict, run_dir: str | Path, *, problems: list[str] | None 
     except Exception as exc:  # noqa: BLE001
         gradcam = None
         problems.append(f"{GRADCAM}: {type(exc).__name__}: {exc}")
+    try:
+        failure_modes = load_failure_modes(run_dir)
+    except Exception as exc:  # noqa: BLE001
+        failure_modes = None
+        problems.append(f"{FAILURE_MODES}: {type(exc).__name__}: {exc}")
     record["figures"] = {}
     try:
-        plan = figure_plan(record, data, gradcam)
+        plan = figure_plan(record, data, gradcam, failure_modes)
     except Exception as exc:  # noqa: BLE001
         plan = []
         problems.append(f"figure plan: {type(exc).__name__}: {exc}")
@@ -139,7 +148,7 @@ def write_run(record: dict, run_dir: str | Path, arrays: Mapping | None = None) 
     arrays = arrays or {}
     classes = list(record.get("classes") or [])
     problems: list[str] = []
-    names = [n for n in arrays if n != "gradcam"]
+    names = [n for n in arrays if n not in ("gradcam", "failure_modes")]
     stem = stems(list(dict.fromkeys([*models, *names])))
     for name in names:
         try:
@@ -149,11 +158,12 @@ def write_run(record: dict, run_dir: str | Path, arrays: Mapping | None = None) 
             entry["predictions_csv"] = csv_rel
         except Exception as exc:  # noqa: BLE001 - the report goes on without this model's predictions
             problems.append(f"predictions of {name!r}: {type(exc).__name__}: {exc}")
-    if arrays.get("gradcam") is not None:
-        try:
-            write_gradcam(run_dir, arrays["gradcam"])
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"{GRADCAM}: {type(exc).__name__}: {exc}")
+    for key, name, write in (("gradcam", GRADCAM, write_gradcam), ("failure_modes", FAILURE_MODES, write_failure_modes)):
+        if arrays.get(key):
+            try:
+                write(run_dir, arrays[key])
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"{name}: {type(exc).__name__}: {exc}")
     return render_all(record, run_dir, problems=problems)
 
 

@@ -444,3 +444,115 @@ def table_metadata(record: dict) -> Table:
         ["Versions", ", ".join(f"{k} {v}" for k, v in (run.get("versions") or {}).items()) or DASH],
     ]
     return ["Field", "Value"], [[str(a), str(b)] for a, b in rows]
+
+
+# ============================================================================ robustness
+
+
+def _rob(record: dict) -> dict[str, dict]:
+    models = record.get("models") or {}
+    return {m: models[m].get("robustness") or {} for m in model_order(record)}
+
+
+def table_severity(record: dict) -> Table:
+    """Mean over corruptions at each severity: accuracy, ECE and the share of images wrong with
+    >= 90% confidence (how confident errors grow with severity)."""
+    rob = {m: r for m, r in _rob(record).items() if r.get("by_severity")}
+    headers = ["Severity"] + [f"{m} {k}" for m in rob for k in ("accuracy", "ECE", "wrong >=90%")]
+    rows = []
+    if not rob:
+        return headers, rows
+    levels = max(len(r["by_severity"]) for r in rob.values())
+    for i in range(-1, levels):
+        row = ["clean" if i < 0 else str(i + 1)]
+        for r in rob.values():
+            cell = r["clean"] if i < 0 else (r["by_severity"][i] if i < len(r["by_severity"]) else {})
+            row += [fmt(cell.get("accuracy"), "pct"), fmt(cell.get("ece")), fmt(cell.get("confident_error_rate"), "pct")]
+        rows.append(row)
+    return headers, rows
+
+
+def table_corruptions(record: dict, model: str) -> Table:
+    r = _rob(record).get(model) or {}
+    corr = r.get("corruptions") or {}
+    levels = max((len(v) for v in corr.values()), default=0)
+    headers = ["Corruption", *[f"severity {i + 1}" for i in range(levels)], "mean"]
+    rows = []
+    for name, cells in sorted(corr.items(), key=lambda kv: np.mean([c["accuracy"] for c in kv[1]])):
+        accs = [c["accuracy"] for c in cells]
+        rows.append([name, *[fmt(a, "pct") for a in accs], fmt(float(np.mean(accs)), "pct")])
+    return headers, rows
+
+
+def table_adversarial(record: dict) -> Table:
+    adv = {m: r["adversarial"] for m, r in _rob(record).items() if r.get("adversarial")}
+    headers = ["eps (L-inf)"] + [f"{m} {a}" for m in adv for a in ("FGSM", "PGD")]
+    if not adv:
+        return headers, []
+    first = next(iter(adv.values()))
+    rows = [["0 (clean)", *[fmt(a["clean"]["accuracy"], "pct") for a in adv.values() for _ in (0, 1)]]]
+    for i, e in enumerate(first["epsilons"]):
+        mark = " (reference)" if abs(e - (first.get("reference_eps") or -1)) < 1e-12 else ""
+        rows.append([f"{e:.4g}{mark}", *[fmt(a[k][i]["accuracy"], "pct") for a in adv.values() for k in ("fgsm", "pgd")]])
+    return headers, rows
+
+
+def table_geometry(record: dict) -> Table:
+    """Occlusion, scale, shifts, rotations, flips: accuracy and the share of changed predictions."""
+    rob = {m: r for m, r in _rob(record).items() if r.get("geometry")}
+    headers = ["Stress"] + [f"{m} {k}" for m in rob for k in ("accuracy", "changed")]
+    keys = list(dict.fromkeys(k for r in rob.values() for k in r["geometry"]))
+    rows = []
+    for k in keys:
+        row = [k]
+        for r in rob.values():
+            cell = r["geometry"].get(k) or {}
+            row += [fmt(cell.get("accuracy"), "pct"), fmt(cell.get("flip_share"), "pct")]
+        rows.append(row)
+    return headers, rows
+
+
+# ============================================================================ failure taxonomy
+
+
+def table_taxonomy(record: dict) -> Table:
+    models = record.get("models") or {}
+    tax = {m: models[m]["taxonomy"] for m in model_order(record) if (models[m].get("taxonomy") or {}).get("counts")}
+    if not tax:
+        return ["Failure mode"], []
+    modes = next(iter(tax.values()))["modes"]
+    headers = ["Failure mode", *[f"{m} (of {t['errors']}" + (f", the most confident of {t['confident_errors']})"
+                                                           if t.get("confident_errors", 0) > t["errors"] else ")")
+                                 for m, t in tax.items()]]
+    rows = []
+    for mode in modes:
+        row = [mode]
+        for t in tax.values():
+            n = t["counts"].get(mode, 0)
+            row.append(f"{n} ({n / t['errors']:.0%})" if t["errors"] else "0")
+        rows.append(row)
+    return headers, rows
+
+
+def table_taxonomy_by_class(record: dict, model: str, limit: int = 10) -> Table:
+    t = ((record.get("models") or {}).get(model) or {}).get("taxonomy") or {}
+    modes = t.get("modes") or []
+    headers = ["True class", "Confident errors", *modes]
+    rows = []
+    for cls, counts in sorted((t.get("by_class") or {}).items(), key=lambda kv: -sum(kv[1].values()))[:limit]:
+        rows.append([cls, str(sum(counts.values())), *[str(counts.get(m, 0)) for m in modes]])
+    return headers, rows
+
+
+def table_confused_pairs(record: dict, limit: int = 10) -> Table:
+    """The most confused class pairs (both directions), per model."""
+    models = record.get("models") or {}
+    pairs = {m: models[m].get("confused_pairs") or [] for m in model_order(record)}
+    headers = [h for m in pairs for h in (f"{m}: class pair", "errors")]
+    rows = []
+    for i in range(min(limit, max((len(p) for p in pairs.values()), default=0))):
+        row = []
+        for p in pairs.values():
+            row += [f"{p[i][0]} vs {p[i][1]}", str(p[i][2])] if i < len(p) else [DASH, DASH]
+        rows.append(row)
+    return headers, rows
