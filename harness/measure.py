@@ -38,7 +38,9 @@ class Settings:
 
     profile: str = "smoke"
     stress_samples: int = 1000  # test images in the robustness subset
-    cam_samples: int = 32  # images explained with Grad-CAM
+    cam_samples: int = 32  # each model's most confident errors in the shared explanation set
+    cam_method: str = "gradcam"
+    cam_layer: str | None = None  # None: the architecture's default (explain.default_cam_layer)
     published: dict | None = None  # CIFAR-C arrays (data.cifar_c) to use instead of synthesising
 
 
@@ -54,13 +56,16 @@ class ModelEvaluation:
     """One model of a run: its evidence and the registry metrics measured on it."""
 
     def __init__(self, name: str, result: TrainResult, data: Dataset, device: torch.device,
-                 settings: Settings | None = None, baseline: Callable[[], ModelEvaluation] | None = None):
+                 settings: Settings | None = None, baseline: Callable[[], ModelEvaluation] | None = None,
+                 attention_set: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None):
         self.name = name
         self.result = result
         self.data = data
         self.device = device
         self.settings = settings or Settings()
         self._baseline = baseline  # the run's baseline, when asked for (None: this model is it)
+        # the run's shared explanation set: (test positions, roles); default: own confident errors
+        self._attention_set = attention_set or self._own_errors
         self._evidence: dict[str, object] = {}
         self._values: dict[tuple[str, int | None], float | NotApplicable] = {}
 
@@ -142,15 +147,35 @@ class ModelEvaluation:
         return taxonomy.analyse(self.model, s, p.probs, self.data.test_x, self.device, b.occlusion_patch,
                                 b.occlusion_stride, limit=taxonomy.LIMIT)
 
-    def _evidence_attention(self) -> metrics.Attention:
+    def _own_errors(self) -> tuple[np.ndarray, np.ndarray]:
         s = self.samples("test")
-        chosen = metrics.most_confident_errors(s)[: self.settings.cam_samples]
-        if len(chosen) == 0:
-            empty = np.zeros(0)
-            return metrics.Attention(empty.astype(np.int64), empty, empty)
-        x = to_float(self.data.test_x[torch.as_tensor(s.ids[chosen])])
-        rep = explain.attention_report(self.model, x, s.pred[chosen].tolist(), self.device)
-        return metrics.Attention(s.ids[chosen], np.asarray(rep["concentration"]), np.asarray(rep["confidence_change"]))
+        pos = metrics.most_confident_errors(s)[: self.settings.cam_samples]
+        return np.sort(pos), np.full(len(pos), f"error:{self.name}")
+
+    def _evidence_attention(self) -> metrics.Attention:
+        pos, roles = self._attention_set()
+        s = self.samples("test")
+        n = len(pos)
+        if n == 0:
+            e = np.zeros(0)
+            return metrics.Attention(e.astype(np.int64), e.astype(str), e.astype(str), e.astype(bool), *([e] * 7))
+        x = to_float(self.data.test_x[torch.as_tensor(pos)])
+        targets = s.pred[pos]
+        out = explain.attention_summary(self.model, x, targets, method=self.settings.cam_method,
+                                        layer=self.settings.cam_layer, device=self.device)
+        change = explain.confidence_change(self.model, x, out["maps"], out["targets"], self.device)
+        randomised = np.full(n, np.nan)
+        rand = out.get("randomisation")
+        if rand:
+            step = rand["cam_step"] if rand.get("cam_step") is not None else len(rand["correlation"]) - 1
+            randomised[np.asarray(rand["indices"])] = np.asarray(rand["correlation"])[step]
+        self.attention_maps = {"positions": pos, "maps": out["maps"], "layer": out["layer"],
+                               "layer_shape": out["layer_shape"], "method": out["method"]}
+        return metrics.Attention(
+            ids=s.ids[pos], roles=np.asarray(roles), reason=np.asarray(out["reason"]), hit=s.hit[pos],
+            gini=np.asarray(out["gini"]), entropy=np.asarray(out["entropy"]), top10=np.asarray(out["top10"]),
+            deletion_gap=np.asarray(out["deletion_gap"]), insertion_gap=np.asarray(out["insertion_gap"]),
+            randomisation=randomised, confidence_change=np.asarray(change, dtype=np.float64))
 
     # ------------------------------------------------------------------ values
     def value(self, metric: str, index: int | None = None) -> float:

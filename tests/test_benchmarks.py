@@ -74,3 +74,17 @@ def test_robustness_battery_on_a_smoke_subset(benchmark):
     rob, adv = benchmark.pedantic(battery, rounds=1, iterations=1)
     assert set(rob) == set(b.robustness_conditions()) and set(adv) == set(b.adversarial_conditions())
     assert measure.stress_subset(10_000, 1000).shape == (1000,)
+
+
+def test_attention_metrics_for_256_images(benchmark):
+    """Every attention metric (Grad-CAM maps, concentration, deletion/insertion against random
+    maps, the randomisation check on 64 of the images) for 256 images of the small CNN.
+    Target: within 20 s on 2 CPU cores."""
+    from harness import explain
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(256, 1, 28, 28, generator=g)
+    torch.manual_seed(0)
+    model = models.build("small-cnn", "fashion-mnist", 10).eval()
+    out = benchmark.pedantic(lambda: explain.attention_summary(model, x), rounds=1, iterations=1)
+    assert out["maps"].shape == (256, 28, 28) and len(out["gini"]) == 256

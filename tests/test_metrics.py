@@ -474,8 +474,25 @@ def test_measure_reads_the_evidence_the_metric_needs():
         metrics.get("eece")
 
 
-def test_attention_metrics_do_not_apply_without_images_to_explain():
-    empty = metrics.Attention(np.zeros(0, int), np.zeros(0), np.zeros(0))
-    for name in ("cam_concentration", "cam_empty_share", "cam_confidence_change"):
+def _attention(n=4, reason=None, gini=None, hit=None):
+    z = np.zeros(n)
+    return metrics.Attention(ids=np.arange(n), roles=np.full(n, "error:m"), reason=np.asarray(reason or [""] * n),
+                             hit=np.asarray(hit if hit is not None else [False] * n),
+                             gini=np.asarray(gini if gini is not None else np.linspace(0.2, 0.8, n)), entropy=z + 0.5,
+                             top10=z + 0.3, deletion_gap=z + 0.1, insertion_gap=z + 0.05,
+                             randomisation=np.r_[0.2, np.full(n - 1, np.nan)][:n], confidence_change=z - 0.1)
+
+
+def test_attention_metrics_skip_degenerate_maps_and_do_not_apply_without_images():
+    a = _attention(4, reason=["", "zero", "", "constant"], gini=[0.2, np.nan, 0.6, np.nan], hit=[False, False, True, True])
+    assert metrics.cam_gini(a) == pytest.approx(0.4)  # the two valid maps only
+    assert metrics.cam_degenerate_share(a) == 0.5
+    assert metrics.cam_randomisation_corr(a) == pytest.approx(0.2)  # the checked image only
+    assert metrics.cam_gini_error_gap(a) == pytest.approx(0.2 - 0.6)
+    assert metrics.take(a, np.array([2, 2])).gini.tolist() == [0.6, 0.6]
+    with pytest.raises(NotApplicable, match="every map is degenerate"):
+        metrics.cam_gini(_attention(2, reason=["zero", "nonfinite"]))
+    empty = _attention(0)
+    for name in ("cam_gini", "cam_degenerate_share", "cam_deletion_gap", "cam_confidence_change"):
         with pytest.raises(NotApplicable, match="no images to explain"):
             metrics.measure(name, lambda kind: empty)

@@ -192,6 +192,17 @@ def test_every_listed_file_exists_and_no_temp_files(run):
     assert listed == {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()}
     assert out["report"]["problems"] == []
     assert stray_files(d) == []
+    # one folder per failure case: the image, its metadata, one heatmap per model
+    g = run["arrays"]["gradcam"]
+    assert out["cases"] == [f"cases/{int(i):05d}" for i in g["ids"]]
+    for r, case in enumerate(out["cases"]):
+        meta = json.loads((d / case / "meta.json").read_text())
+        assert meta["id"] == int(g["ids"][r]) and meta["true_class"] == CLASSES[int(g["labels"][r])]
+        for m in ("baseline", "augment"):
+            assert meta["models"][m]["prediction"] == CLASSES[int(g["preds"][m][r])]
+            assert meta["models"][m]["confidence"] == pytest.approx(float(g["confidences"][m][r]))
+            assert png_size(d / case / meta["models"][m]["heatmap"]) == (224, 224)
+        assert png_size(d / case / "image.png") == (224, 224)
 
 
 def test_results_json_agrees_with_an_independent_recomputation_from_the_saved_predictions(run):

@@ -117,7 +117,7 @@ def reliability_diagram(model: str, s: Samples, ece: float | None = None, ece_ov
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
     parts = [f"ECE {ece:.4f}" if ece is not None else "",
              f"over {ece_over:.4f}" if ece_over is not None else "", f"under {ece_under:.4f}" if ece_under is not None else ""]
-    ax.set_title(f"Reliability: {model}\n{'   '.join(p for p in parts if p)}   ({len(s)} test images, 15 bins)")
+    ax.set_title(f"Reliability: {model} ({len(s)} test images, 15 bins)\n{'   '.join(p for p in parts if p)}")
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     _pct_axis(ax)

@@ -52,7 +52,8 @@ window.addEventListener("load", function () {
 </script>"""
 
 _NUMERIC = re.compile(r"^[+\-]?[\d.,]+(e[+\-]?\d+)?(%| pp| s)?( \[.*\])?( pp)?$|^—$")
-_WIDE = ("gradcam_gallery", "training_curves", "confidence_histograms", "class_delta_")
+_WIDE = ("gradcam_gallery", "training_curves", "confidence_histograms", "class_delta_", "failure_modes_",
+         "corruption_curves")
 
 
 def html_table(table: Table, row_class: Callable[[list[str]], str] | None = None, cls: str = "") -> str:
@@ -147,6 +148,18 @@ def render_html(record: dict, files: list[str]) -> str:
             bc = tables.table_taxonomy_by_class(record, m)
             if bc[1]:
                 body.append(_fold(f"{m}: failure modes by true class", html_table(bc)))
+    at = tables.table_attention(record)
+    if at[1]:
+        body.append("<h3>Attention on the shared explanation set</h3><p class='meta'>The same images for every model: "
+                    "the named cases, each model's most confident errors and right predictions of the same classes; "
+                    "each explained for the model's own prediction. Definitions: harness/explain.py.</p>" + html_table(at))
+        ac = tables.table_attention_changes(record)
+        if ac[1]:
+            body.append("<h4>Before and after, paired on those images</h4>" + html_table(ac))
+    cases = record.get("cases") or []
+    if cases:
+        body.append("<p class='meta'>Per-case folders (image, meta.json, one heatmap per model): "
+                    + ", ".join(f'<a href="{e(c)}/meta.json">{e(c.split("/")[-1])}</a>' for c in cases) + ".</p>")
     cp = tables.table_confused_pairs(record)
     if cp[1]:
         body.append("<h3>Most confused class pairs</h3>" + html_table(cp))

@@ -41,6 +41,8 @@ def summary_markdown(record: dict) -> str:
     section("Failure taxonomy (errors with >= 90% confidence)", tables.table_taxonomy(record),
             "Dominant mode per error from measured signals; rules and limits in harness/taxonomy.py.")
     section("Most confused class pairs", tables.table_confused_pairs(record))
+    section("Attention on the shared explanation set", tables.table_attention(record))
+    section("Attention before and after (paired, same images)", tables.table_attention_changes(record))
     section("Common corruptions by severity", tables.table_severity(record))
     section("Adversarial attacks", tables.table_adversarial(record))
     section("Occlusion, scale, position, flips", tables.table_geometry(record))

@@ -14,6 +14,7 @@ What a run directory holds::
     predictions/M.csv     the report can be recomputed from these)
     gradcam.npz           the Grad-CAM gallery's images and CAMs (re-render without models)
     failure_modes.npz     example images of each model's confident errors per failure mode
+    cases/<id>/           per failure case: image.png, meta.json, gradcam_<model>.png
     figures/*.png         matplotlib, Agg
     junit.xml             written by pytest itself, linked when present
 
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from . import figures, tables
+from .cases import write_cases
 from .html import fallback_html, render_html
 from .io import (
     FAILURE_MODES,
@@ -108,6 +110,12 @@ def render_all(record: dict, run_dir: str | Path, *, problems: list[str] | None 
     except Exception as exc:  # noqa: BLE001
         failure_modes = None
         problems.append(f"{FAILURE_MODES}: {type(exc).__name__}: {exc}")
+    record["cases"] = []
+    if gradcam is not None:
+        try:
+            record["cases"] = write_cases(run_dir, gradcam, record)
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"case folders: {type(exc).__name__}: {exc}")
     record["figures"] = {}
     try:
         plan = figure_plan(record, data, gradcam, failure_modes)

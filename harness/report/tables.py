@@ -556,3 +556,41 @@ def table_confused_pairs(record: dict, limit: int = 10) -> Table:
             row += [f"{p[i][0]} vs {p[i][1]}", str(p[i][2])] if i < len(p) else [DASH, DASH]
         rows.append(row)
     return headers, rows
+
+
+# ============================================================================ attention
+
+
+def table_attention(record: dict) -> Table:
+    """Per model, on the shared explanation set: concentration (overall, on its wrong and on its
+    right predictions), faithfulness against random maps, the randomisation check."""
+    models = record.get("models") or {}
+    att = {m: models[m]["attention"] for m in model_order(record) if (models[m].get("attention") or {}).get("images")}
+    headers = ["", *att]
+    if not att:
+        return headers, []
+    first = next(iter(att.values()))
+    shape = "x".join(str(v) for v in first.get("layer_shape") or [])
+    rows = [["images (layer, method)", *[f"{a['images']} ({a.get('layer')} {shape}, {a.get('method')})" for a in att.values()]]]
+    for key, label in (("cam_gini", "Gini"), ("cam_entropy", "normalised entropy"), ("cam_top10", "top-10% share")):
+        rows.append([f"{label}: all / wrong / right",
+                     *[" / ".join(fmt(a[g].get(key)) for g in ("all", "wrong", "right")) for a in att.values()]])
+    for key, label in (("cam_deletion_gap", "deletion gap vs random (> 0 faithful)"),
+                       ("cam_insertion_gap", "insertion gap vs random (> 0 faithful)"),
+                       ("cam_randomisation_corr", "correlation after randomising the weights (low: sane)"),
+                       ("cam_degenerate_share", "degenerate maps")):
+        rows.append([label, *[fmt(a["all"].get(key), "pct" if key == "cam_degenerate_share" else "num") for a in att.values()]])
+    return headers, rows
+
+
+def table_attention_changes(record: dict) -> Table:
+    """Candidate minus baseline on the same explanation images, with paired 95% intervals."""
+    headers = ["Candidate", "Metric", "Change [95% CI]", "Interval excludes 0"]
+    rows = []
+    for c, cmp in (record.get("comparisons") or {}).items():
+        for key, d in (cmp.get("attention_deltas") or {}).items():
+            ci = d.get("ci")
+            excl = "yes" if ci and (ci[0] > 0 or ci[1] < 0) else "no" if ci else DASH
+            rows.append([c, key, f"{fmt_delta(d.get('delta'))} {fmt_ci(ci)}" if d.get("delta") is not None
+                         else f"n/a ({d.get('not_applicable', '')})", excl])
+    return headers, rows
