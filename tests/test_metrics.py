@@ -480,7 +480,7 @@ def _attention(n=4, reason=None, gini=None, hit=None):
                              hit=np.asarray(hit if hit is not None else [False] * n),
                              gini=np.asarray(gini if gini is not None else np.linspace(0.2, 0.8, n)), entropy=z + 0.5,
                              top10=z + 0.3, deletion_gap=z + 0.1, insertion_gap=z + 0.05,
-                             randomisation=np.r_[0.2, np.full(n - 1, np.nan)][:n], confidence_change=z - 0.1)
+                             randomisation=np.r_[0.2, np.full(max(n - 1, 0), np.nan)][:n], confidence_change=z - 0.1)
 
 
 def test_attention_metrics_skip_degenerate_maps_and_do_not_apply_without_images():
