@@ -48,10 +48,18 @@ def improvement(session, name, dataset):
 
 @nox.session(venv_backend="none", default=False)
 def bench(session):
-    """Time training steps and augmentations with pytest-benchmark."""
+    """Training speed against the usual notebook loop (ratio, FLOP/s), then pytest-benchmark:
+    the harness's training step and epoch, augmentations, the robustness battery, attention.
+    Figures are saved under reports/bench/ (JSON) and .benchmarks/ (pytest-benchmark)."""
+    import datetime as dt
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    Path("reports/bench").mkdir(parents=True, exist_ok=True)
+    session.run("python", "-m", "harness", "bench", "--dataset", "fashion-mnist", "--json",
+                f"reports/bench/{stamp}_training.json")
     session.run(
         "python", "-m", "pytest", "tests/test_benchmarks.py", "--benchmark-enable", "--benchmark-only",
-        "--benchmark-columns=mean,stddev,rounds,ops", *session.posargs,
+        "--benchmark-columns=mean,stddev,rounds,ops", "--benchmark-autosave", *session.posargs,
     )
 
 

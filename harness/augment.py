@@ -8,6 +8,7 @@ each call transforms the whole batch with a handful of tensor operations.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -78,14 +79,19 @@ def color_jitter(x: torch.Tensor, strength: float, gen: torch.Generator) -> torc
 def cutmix_box(h: int, w: int, lam: float, gen: torch.Generator, device) -> tuple[int, int, int, int, float]:
     """A box of area (1 - lam) h w centred uniformly at random, clipped to the image;
     returns (y1, y2, x1, x2, lam) with lam corrected to 1 - clipped area / (h w)."""
-    cut = math.sqrt(1.0 - lam)
-    ch, cw = int(h * cut), int(w * cut)
     cy = int(torch.randint(0, h, (1,), generator=gen, device=device))
     cx = int(torch.randint(0, w, (1,), generator=gen, device=device))
+    return box_at(h, w, lam, cy, cx)
+
+
+def box_at(h: int, w: int, lam: float, cy: int, cx: int) -> tuple[int, int, int, int, float]:
+    """The CutMix box of area (1 - lam) h w centred at (cy, cx), clipped to the image, with lam
+    corrected to 1 - clipped area / (h w) (Yun et al. 2019's reference code)."""
+    cut = math.sqrt(1.0 - lam)
+    ch, cw = int(h * cut), int(w * cut)
     y1, y2 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
     x1, x2 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
-    lam = 1.0 - (y2 - y1) * (x2 - x1) / (h * w)
-    return y1, y2, x1, x2, lam
+    return y1, y2, x1, x2, 1.0 - (y2 - y1) * (x2 - x1) / (h * w)
 
 
 def _beta(alpha: float, gen: torch.Generator, device) -> float:
@@ -94,20 +100,70 @@ def _beta(alpha: float, gen: torch.Generator, device) -> float:
     return float(np.random.default_rng(seed).beta(alpha, alpha))
 
 
+def cutmix_with(x: torch.Tensor, target: torch.Tensor, box: tuple[int, int, int, int, float], perm: torch.Tensor):
+    """Paste ``box`` = (y1, y2, x1, x2, lam) from the batch permuted by ``perm``; mix the soft
+    targets by the pasted area. Returns (images, targets, lam). No host synchronisation."""
+    y1, y2, x1, x2, lam = box
+    x = x.clone()
+    x[:, :, y1:y2, x1:x2] = x[perm, :, y1:y2, x1:x2]
+    return x, lam * target + (1 - lam) * target[perm], lam
+
+
+def mixup_with(x: torch.Tensor, target: torch.Tensor, lam: float, perm: torch.Tensor):
+    """Convex combination of the batch and its permutation by ``perm`` with weight ``lam``."""
+    return lam * x + (1 - lam) * x[perm], lam * target + (1 - lam) * target[perm], lam
+
+
 def cutmix(x: torch.Tensor, target: torch.Tensor, alpha: float, gen: torch.Generator):
     """CutMix (Yun et al. 2019): paste a box from a shuffled copy of the batch; mix the soft
     targets (B, K) by the pasted area. Returns (images, targets, lam)."""
     b, _, h, w = x.shape
     lam = _beta(alpha, gen, x.device)
     perm = torch.randperm(b, generator=gen, device=x.device)
-    y1, y2, x1, x2, lam = cutmix_box(h, w, lam, gen, x.device)
-    x = x.clone()
-    x[:, :, y1:y2, x1:x2] = x[perm, :, y1:y2, x1:x2]
-    return x, lam * target + (1 - lam) * target[perm], lam
+    return cutmix_with(x, target, cutmix_box(h, w, lam, gen, x.device), perm)
 
 
 def mixup(x: torch.Tensor, target: torch.Tensor, alpha: float, gen: torch.Generator):
     """MixUp (Zhang et al. 2018): convex combination of the batch and a shuffled copy."""
     lam = _beta(alpha, gen, x.device)
     perm = torch.randperm(x.shape[0], generator=gen, device=x.device)
-    return lam * x + (1 - lam) * x[perm], lam * target + (1 - lam) * target[perm], lam
+    return mixup_with(x, target, lam, perm)
+
+
+@dataclass(frozen=True)
+class MixPlan:
+    """The CutMix / MixUp draws of one epoch, made up front on the CPU so that the training
+    step never waits for the device: per step, which mix (0 none, 1 CutMix, 2 MixUp), its
+    lambda, and the CutMix box centre. Drawn from a numpy generator seeded from the recipe's
+    CPU generator: the same on every device."""
+
+    kind: np.ndarray
+    lam: np.ndarray
+    cy: np.ndarray
+    cx: np.ndarray
+
+    @classmethod
+    def draw(cls, steps: int, h: int, w: int, cutmix_prob: float, cutmix_alpha: float, mixup_prob: float,
+             mixup_alpha: float, gen: torch.Generator) -> MixPlan:
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+        rng = np.random.default_rng(seed)
+        u_cut, u_mix = rng.random(steps), rng.random(steps)
+        kind = np.where(u_cut < cutmix_prob, 1, np.where(u_mix < mixup_prob, 2, 0))
+        lam = np.ones(steps)
+        if cutmix_prob:
+            lam = np.where(kind == 1, rng.beta(cutmix_alpha, cutmix_alpha, steps), lam)
+        if mixup_prob:
+            lam = np.where(kind == 2, rng.beta(mixup_alpha, mixup_alpha, steps), lam)
+        return cls(kind, lam, rng.integers(0, h, steps), rng.integers(0, w, steps))
+
+    def apply(self, step: int, x: torch.Tensor, target: torch.Tensor, perm: torch.Tensor):
+        """(images, soft targets, hard labels for the running accuracy) of step ``step``."""
+        kind = int(self.kind[step])
+        if kind == 0:
+            return x, target, target.argmax(1)
+        if kind == 1:
+            box = box_at(x.shape[2], x.shape[3], float(self.lam[step]), int(self.cy[step]), int(self.cx[step]))
+            x, target, _ = cutmix_with(x, target, box, perm)
+        else:
+            x, target, _ = mixup_with(x, target, float(self.lam[step]), perm)
+        return x, target, target.argmax(1)  # the label covering most of the image

@@ -38,13 +38,16 @@ def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def logits_of(model: nn.Module, x_uint8: torch.Tensor, device: torch.device, batch_size: int = 1000) -> torch.Tensor:
-    """Logits (float32, on CPU) of uint8 images, in eval mode, in batches."""
+def logits_of(model: nn.Module, x_uint8: torch.Tensor, device: torch.device, batch_size: int = 1000,
+              amp: bool = False) -> torch.Tensor:
+    """Logits (float32, on CPU) of uint8 images, in eval mode, in batches (``amp``: bf16 autocast)."""
     model.eval()
+    device = torch.device(device)
     out = []
     for i in range(0, len(x_uint8), batch_size):
         xb = to_float(x_uint8[i : i + batch_size].to(device, non_blocking=True))
-        out.append(model(xb).float().cpu())
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            out.append(model(xb).float().cpu())
     if not out:
         return torch.empty(0)
     return torch.cat(out)

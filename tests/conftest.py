@@ -36,6 +36,18 @@ REAL_CACHE = default_cache_dir()
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need CUDA: skipped, with the reason, where there is none."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (the CPU path is tested everywhere else)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 # ------------------------------------------------------------------ model cache
 
 
