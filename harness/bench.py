@@ -71,7 +71,7 @@ def usual_loop(recipe: Recipe, data: Dataset, steps: int, device: torch.device) 
 
     loader = torch.utils.data.DataLoader(PILDataset(), batch_size=recipe.batch_size, shuffle=True, num_workers=0)
     torch.manual_seed(recipe.seed)
-    model = models.build(recipe.arch, recipe.dataset, data.num_classes, data.image_shape[0]).to(device).train()
+    model = models.for_data(recipe.arch, data).to(device).train()
     # the model normalises internally; a notebook's Normalize transform does the same arithmetic
     opt = (torch.optim.Adam(model.parameters(), lr=recipe.lr) if recipe.optimizer == "adam" else
            torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay))
@@ -108,7 +108,7 @@ def flops_per_image(recipe: Recipe, data: Dataset) -> float:
     """FLOPs of one training step (forward + backward) per image, counted by torch."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = models.build(recipe.arch, recipe.dataset, data.num_classes, data.image_shape[0]).train()
+    model = models.for_data(recipe.arch, data).train()
     x = torch.rand(recipe.batch_size, *data.image_shape)
     y = torch.randint(0, data.num_classes, (recipe.batch_size,))
     with FlopCounterMode(display=False) as counter:

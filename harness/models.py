@@ -9,6 +9,17 @@
 * ``resnet18`` (seeds 001, 004): torchvision's resnet18 with a 3x3 stride-1 stem and no
   max-pool, trained from scratch, as is standard for 32x32 inputs.
 
+Datasets and models of one's own: both built-in architectures adapt to the images' channels
+and size (the small CNN's head to 128 x H/8 x W/8; the ResNet-18's stem to the channels) and to
+the number of classes, normalising with the dataset's per-channel mean and standard deviation.
+``--arch`` also takes any torchvision classification model by name (``torchvision:<name>``;
+trained from scratch: a pretrained one would need a download, which these machines cannot
+make, so its weights come from a local file with ``--weights``), and ``module:function``
+(``python:<module>:<function>``), a function of yours returning an ``nn.Module`` that takes
+float images in [0, 1]; it is called with whichever of ``num_classes``, ``in_channels`` and
+``image_size`` it accepts. ``load_weights`` reads a trained state dict with
+``torch.load(weights_only=True)`` and names the first key that does not fit.
+
 Grad-CAM target layers (``harness.explain``): each model names its candidate layers in
 ``cam_layers()`` (name -> module, map size at the native input size) and its default in
 ``DEFAULT_CAM_LAYER``. Every named layer's output is left untouched by the rest of the
@@ -52,8 +63,11 @@ class Normalize(nn.Module):
 class SmallCNN(nn.Module):
     """Seed 000's Fashion-MNIST CNN (layer order of each block as the seed lists it)."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, mean=(0.5,), std=(0.5,)):
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, mean=(0.5,), std=(0.5,), image_size=(28, 28)):
         super().__init__()
+        h, w = image_size
+        if min(h, w) < 8:
+            raise ValueError(f"small-cnn halves the image three times: {h}x{w} is too small (8 px at least)")
         self.normalize = Normalize(mean, std)
         self.features = nn.Sequential(
             # block 1
@@ -76,7 +90,7 @@ class SmallCNN(nn.Module):
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(128 * 3 * 3, 256),
+            nn.Linear(128 * (h // 8) * (w // 8), 256),
             nn.ReLU(inplace=True),
             nn.Dropout(0.5),
             nn.Linear(256, 128),
@@ -116,7 +130,7 @@ class CifarResNet18(nn.Module):
 
         self.normalize = Normalize(mean, std)
         net = resnet18(weights=None, num_classes=num_classes)
-        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.conv1 = nn.Conv2d(len(mean), 64, kernel_size=3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()
         self.net = net
 
@@ -141,19 +155,161 @@ class CifarResNet18(nn.Module):
         return self.net.layer4[-1]
 
 
+class Wrapped(nn.Module):
+    """A network of someone else's (a torchvision model) behind the harness's normalisation; grey
+    images are repeated to the three channels ImageNet models expect."""
+
+    def __init__(self, net: nn.Module, mean, std, channels: int = 3):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.repeat = channels if len(mean) == 1 else 1
+        self.net = net
+
+    def forward(self, x):
+        x = self.normalize(x)
+        return self.net(x.expand(-1, self.repeat, -1, -1) if self.repeat > 1 else x)
+
+
 ARCHITECTURES = ("small-cnn", "resnet18")
+_TORCHVISION, _PYTHON = "torchvision:", "python:"
 
 
-def build(arch: str, dataset: str, num_classes: int, in_channels: int | None = None) -> nn.Module:
-    """A freshly initialised model (seed the RNG before calling for reproducible weights)."""
-    mean, std = NORMALISATION[dataset]
+def torchvision_names() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def resolve_arch(arch: str) -> str:
+    """An architecture as the recipe stores it: a built-in name, ``torchvision:<name>`` or
+    ``python:<module>:<function>``; checked now (importable, known), before any training."""
+    if arch in ARCHITECTURES or arch.startswith((_TORCHVISION, _PYTHON)):
+        name = arch
+    elif ":" in arch:
+        name = _PYTHON + arch
+    elif arch in torchvision_names():
+        name = _TORCHVISION + arch
+    else:
+        raise ValueError(f"unknown architecture {arch!r}: small-cnn, resnet18, a torchvision classification model "
+                         f"({', '.join(torchvision_names()[:8])}, ...), or module:function")
+    if name.startswith(_PYTHON):
+        _user_function(name)
+    elif name.startswith(_TORCHVISION) and name[len(_TORCHVISION):] not in torchvision_names():
+        raise ValueError(f"{name[len(_TORCHVISION):]!r} is not a torchvision classification model")
+    return name
+
+
+def _user_function(arch: str):
+    import importlib
+
+    spec = arch[len(_PYTHON):]
+    module, _, fn = spec.rpartition(":")
+    if not module or not fn:
+        raise ValueError(f"--model {spec!r}: give module:function, e.g. mymodels:make_net")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"--model {spec!r}: cannot import {module!r} ({exc}); run from the folder that holds it or "
+                          "put it on PYTHONPATH") from exc
+    if not callable(getattr(mod, fn, None)):
+        raise ValueError(f"--model {spec!r}: {module} has no function {fn!r}")
+    return mod, getattr(mod, fn)
+
+
+def arch_fingerprint(arch: str) -> str:
+    """For ``python:`` architectures, a hash of the module's source (part of the cache key: an
+    edit retrains); empty for the others, whose code the cache key already covers."""
+    if not arch.startswith(_PYTHON):
+        return ""
+    import hashlib
+    import inspect
+
+    mod, _ = _user_function(arch)
+    try:
+        return hashlib.sha256(inspect.getsource(mod).encode()).hexdigest()[:16]
+    except (OSError, TypeError):
+        return "unhashable"
+
+
+def build(arch: str, dataset: str, num_classes: int, in_channels: int | None = None,
+          image_shape: tuple[int, int, int] | None = None, normalisation=None) -> nn.Module:
+    """A freshly initialised model (seed the RNG before calling for reproducible weights).
+    ``normalisation``: (mean, std) per channel; default: the built-in dataset's."""
+    if normalisation is not None:
+        mean, std = normalisation
+    elif dataset in NORMALISATION:
+        mean, std = NORMALISATION[dataset]
+    else:
+        c = in_channels or (image_shape[0] if image_shape else 3)
+        mean, std = (0.5,) * c, (0.5,) * c
+    c = in_channels or len(mean)
+    size = tuple(image_shape[1:]) if image_shape else ((28, 28) if c == 1 else (32, 32))
     if arch == "small-cnn":
-        return SmallCNN(num_classes, in_channels or len(mean), mean, std)
+        return SmallCNN(num_classes, c, mean, std, size)
     if arch == "resnet18":
-        if len(mean) != 3:
-            raise ValueError(f"resnet18 expects 3-channel images; {dataset} has {len(mean)} channel(s)")
         return CifarResNet18(num_classes, mean, std)
-    raise ValueError(f"unknown architecture {arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+    if arch.startswith(_TORCHVISION):
+        import torchvision
+
+        net = torchvision.models.get_model(arch[len(_TORCHVISION):], weights=None, num_classes=num_classes)
+        return Wrapped(net, mean, std)
+    if arch.startswith(_PYTHON):
+        import inspect
+
+        _, fn = _user_function(arch)
+        offered = {"num_classes": num_classes, "in_channels": c, "image_size": size}
+        params = inspect.signature(fn).parameters
+        takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        model = fn(**{k: v for k, v in offered.items() if takes_all or k in params})
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"--model {arch[len(_PYTHON):]} returned a {type(model).__name__}, not a torch.nn.Module")
+        return model
+    raise ValueError(f"unknown architecture {arch!r}: choose one of {', '.join(ARCHITECTURES)}, a torchvision name, "
+                     "or module:function")
+
+
+def for_data(arch: str, data) -> nn.Module:
+    """``build`` for a dataset: its classes, channels, size and normalisation."""
+    return build(arch, data.name, data.num_classes, data.image_shape[0], data.image_shape, data.normalisation)
+
+
+def load_weights(arch: str, data, path) -> nn.Module:
+    """``arch`` built for ``data`` with a trained state dict from ``path`` (``weights_only``: no
+    code in the file runs). A torchvision network's own state dict (without the harness's
+    normaliser) is accepted too. Any mismatch names the first key that does not fit."""
+    from pathlib import Path
+
+    path = Path(path)
+    model = for_data(arch, data)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - the file is the problem, whatever the reason
+        lines = [ln for ln in str(exc).splitlines() if ln.strip()] or [""]
+        raise ValueError(f"--weights {path}: cannot be read as a weights-only state dict ({lines[-1][:200]}); save it "
+                         "with torch.save(model.state_dict(), path)") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"--weights {path}: holds a {type(state).__name__}, not a state dict of tensors")
+    target = model
+    if isinstance(model, Wrapped) and not any(k.startswith("net.") for k in state):
+        target = model.net  # the torchvision network's own keys
+    own = target.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise ValueError(f"--weights {path} does not fit {arch}: {key} is {tuple(value.shape)} in the file but "
+                             f"{tuple(own[key].shape)} in the model (classes: {data.num_classes}, image "
+                             f"{'x'.join(map(str, data.image_shape))})")
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    if missing or extra:
+        raise ValueError(f"--weights {path} does not fit {arch}: "
+                         + (f"the model's {missing[0]} is not in the file" if missing else "")
+                         + ("; " if missing and extra else "")
+                         + (f"the file's {extra[0]} is not in the model" if extra else "")
+                         + f" ({len(missing)} missing, {len(extra)} unexpected)")
+    target.load_state_dict(state)
+    return model.eval()
 
 
 def count_parameters(model: nn.Module) -> int:

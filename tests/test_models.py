@@ -154,6 +154,61 @@ def test_unknown_architecture_is_rejected():
         models.build("vgg16", "cifar10", 10)
 
 
-def test_resnet18_on_one_channel_data_is_rejected():
-    with pytest.raises(ValueError, match="3-channel"):
-        models.build("resnet18", "fashion-mnist", 10)
+def test_resnet18_takes_grey_images_through_its_stem():
+    model = models.build("resnet18", "fashion-mnist", 10).eval()
+    assert model.net.conv1.in_channels == 1
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 48), (3, 16, 16), (3, 40, 40)])
+def test_small_cnn_head_follows_the_image_size(shape):
+    model = models.build("small-cnn", "mine", 7, shape[0], shape).eval()
+    assert model(torch.rand(2, *shape)).shape == (2, 7)
+
+
+def test_small_cnn_rejects_images_it_cannot_halve_three_times():
+    with pytest.raises(ValueError, match="4x4 is too small"):
+        models.build("small-cnn", "mine", 3, 1, (1, 4, 4))
+
+
+def test_torchvision_and_python_architectures(tmp_path, monkeypatch):
+    assert models.resolve_arch("mobilenet_v3_small") == "torchvision:mobilenet_v3_small"
+    net = models.build("torchvision:mobilenet_v3_small", "fashion-mnist", 10).eval()
+    assert net(torch.rand(2, 1, 32, 32)).shape == (2, 10)  # grey repeated to 3 channels
+    (tmp_path / "mynets.py").write_text(
+        "import torch.nn as nn\n"
+        "def make(num_classes, in_channels):\n"
+        "    return nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),\n"
+        "                         nn.Flatten(), nn.Linear(4, num_classes))\n"
+        "def not_a_model():\n"
+        "    return 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    arch = models.resolve_arch("mynets:make")
+    assert arch == "python:mynets:make" and models.arch_fingerprint(arch)
+    assert models.build(arch, "mine", 5, 3, (3, 20, 20))(torch.rand(1, 3, 20, 20)).shape == (1, 5)
+    with pytest.raises(TypeError, match="returned a int, not a torch.nn.Module"):
+        models.build("python:mynets:not_a_model", "mine", 5, 3, (3, 20, 20))
+    with pytest.raises(ValueError, match="has no function 'nope'"):
+        models.resolve_arch("mynets:nope")
+    with pytest.raises(ImportError, match="cannot import 'nomodule'"):
+        models.resolve_arch("nomodule:make")
+    with pytest.raises(ValueError, match="unknown architecture 'vgg17'"):
+        models.resolve_arch("vgg17")
+
+
+def test_weights_that_do_not_fit_name_the_first_mismatch(tmp_path):
+    class Data:
+        name, num_classes, image_shape, normalisation = "fashion-mnist", 10, (1, 28, 28), ((0.5,), (0.5,))
+
+    torch.manual_seed(0)
+    good = models.for_data("small-cnn", Data())
+    torch.save(good.state_dict(), tmp_path / "good.pt")
+    loaded = models.load_weights("small-cnn", Data(), tmp_path / "good.pt")
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(loaded(x), good.eval()(x))
+    Data.num_classes = 5
+    with pytest.raises(ValueError, match=r"does not fit small-cnn: .* is \(10, 128\) in the file but \(5, 128\) in the model \(classes: 5"):
+        models.load_weights("small-cnn", Data(), tmp_path / "good.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot be read as a weights-only state dict"):
+        models.load_weights("small-cnn", Data(), tmp_path / "junk.pt")

@@ -231,7 +231,7 @@ def class_accuracy_change(classes: Sequence[str], base_acc: Sequence[float], can
         y = np.arange(k)
         bars = ax.barh(y, d, color=cols, edgecolor="black", lw=0.4)
         ax.bar_label(bars, labels=[f"{v:+.1f}" for v in d], fontsize=8, padding=2)
-        ax.set_yticks(y, names)
+        ax.set_yticks(y, [short(n, 30) for n in names])
         ax.invert_yaxis()
         ax.axvline(0, color="black", lw=0.8)
         ax.set(xlabel="accuracy change (percentage points)", title=title)
@@ -239,11 +239,15 @@ def class_accuracy_change(classes: Sequence[str], base_acc: Sequence[float], can
         ax.set_xlim(-lim * 1.25, lim * 1.25)
         ax.grid(axis="x", alpha=0.3)
     else:
-        fig = new_figure(max(10, 0.16 * k + 2), 5.2)
+        fig = new_figure(min(max(10, 0.16 * k + 2), 24), 5.2)
         ax = fig.subplots()
         x = np.arange(k)
-        ax.bar(x, d, color=cols, width=0.85)
-        ax.set_xticks(x, names, rotation=90, fontsize=6 if k <= 120 else 4)
+        ax.bar(x, d, color=cols, width=0.85 if k <= 150 else 1.0)
+        if k <= 150:
+            ax.set_xticks(x, [short(n, 18) for n in names], rotation=90, fontsize=6 if k <= 120 else 4)
+        else:  # too many to name: the per-class table and per_class.csv do
+            ax.set_xticks([])
+            ax.set_xlabel(f"{k} classes, sorted by change (names in per_class.csv)")
         ax.set_xlim(-1, k)
         ax.axhline(0, color="black", lw=0.8)
         ax.set(ylabel="accuracy change (percentage points)", title=title)
@@ -264,8 +268,8 @@ def confusion_matrix(model: str, s: Samples, classes: Sequence[str]) -> Figure:
     cb = fig.colorbar(im, ax=ax, shrink=0.8)
     cb.set_label("share of the true class (sqrt colour scale)")
     if k <= 20:
-        ax.set_xticks(np.arange(k), classes, rotation=45, ha="right", fontsize=9)
-        ax.set_yticks(np.arange(k), classes, fontsize=9)
+        ax.set_xticks(np.arange(k), [short(c) for c in classes], rotation=45, ha="right", fontsize=9)
+        ax.set_yticks(np.arange(k), [short(c) for c in classes], fontsize=9)
     else:
         step = 10 if k <= 200 else 50
         ax.set_xticks(np.arange(0, k, step))
@@ -294,9 +298,20 @@ def _as_hwc(img: np.ndarray) -> tuple[np.ndarray, str | None]:
     return np.transpose(img, (1, 2, 0)), None
 
 
+def short(name: str, limit: int = 22) -> str:
+    """A class or sample name cut to fit a figure (the full name is in the tables and CSVs)."""
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def sample_label(i: int, names: Mapping[str, str] | None = None) -> str:
+    """``test #3640`` for the built-in sets; the file (or array row) for datasets of one's own."""
+    return short((names or {}).get(str(int(i)), f"test #{int(i)}"), 30)
+
+
 def gradcam_gallery(images: np.ndarray, ids: np.ndarray, labels: np.ndarray, classes: Sequence[str],
                     cams: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarray],
-                    confidences: Mapping[str, np.ndarray], alpha: float = 0.5) -> Figure:
+                    confidences: Mapping[str, np.ndarray], alpha: float = 0.5,
+                    names: Mapping[str, str] | None = None) -> Figure:
     """One row per sample: the image, then each model's Grad-CAM overlay titled
     ``test #ID: true -> pred (conf%)`` (green when right, red when wrong)."""
     models = list(cams)
@@ -312,7 +327,7 @@ def gradcam_gallery(images: np.ndarray, ids: np.ndarray, labels: np.ndarray, cla
         true = classes[int(labels[r])]
         ax = axes[r, 0]
         ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(f"test #{int(ids[r])}\ntrue: {true}", fontsize=9)
+        ax.set_title(f"{sample_label(ids[r], names)}\ntrue: {short(true)}", fontsize=9)
         for c, m in enumerate(models, start=1):
             ax = axes[r, c]
             ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
@@ -322,7 +337,7 @@ def gradcam_gallery(images: np.ndarray, ids: np.ndarray, labels: np.ndarray, cla
             p = int(preds[m][r])
             conf = float(confidences[m][r])
             ok = p == int(labels[r])
-            ax.set_title(f"{m}\ntest #{int(ids[r])}: {true} -> {classes[p]} ({conf:.1%})", fontsize=9,
+            ax.set_title(f"{m}\n{short(true)} -> {short(classes[p])} ({conf:.1%})", fontsize=9,
                          color=IMPROVED if ok else REGRESSED)
         for ax in axes[r]:
             ax.set_xticks([])
@@ -411,7 +426,8 @@ def taxonomy_bars(counts: Mapping[str, Mapping[str, int]], modes: Sequence[str])
 
 
 def failure_mode_examples(images: np.ndarray, ids: np.ndarray, labels: np.ndarray, preds: np.ndarray,
-                          confidences: np.ndarray, modes: Sequence[str], classes: Sequence[str], model: str) -> Figure:
+                          confidences: np.ndarray, modes: Sequence[str], classes: Sequence[str], model: str,
+                          names: Mapping[str, str] | None = None) -> Figure:
     """A row of example images per failure mode: ``test #id: true -> predicted (confidence)``."""
     order = list(dict.fromkeys(modes))
     per_row = max(sum(1 for m in modes if m == mode) for mode in order)
@@ -429,7 +445,7 @@ def failure_mode_examples(images: np.ndarray, ids: np.ndarray, labels: np.ndarra
             i = picks[c]
             img, cmap = _as_hwc(images[i])
             ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-            ax.set_title(f"#{int(ids[i])}: {classes[int(labels[i])]}\n-> {classes[int(preds[i])]} "
+            ax.set_title(f"{sample_label(ids[i], names)}: {short(classes[int(labels[i])], 14)}\n-> {short(classes[int(preds[i])], 14)} "
                          f"({float(confidences[i]):.0%})", fontsize=8, color=REGRESSED)
             if c == 0:
                 ax.set_ylabel(mode, fontsize=9)
