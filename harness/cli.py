@@ -89,6 +89,21 @@ def _compare(args) -> int:
     return 0
 
 
+def _improvements(args) -> int:
+    from pathlib import Path
+
+    from .gates import Gates
+    from .report import catalogue
+
+    text = catalogue.table(Path(args.reports), Gates.load(args.gates), args.dataset, args.profile)
+    if args.readme:
+        catalogue.rewrite_readme(Path(args.readme), text)
+        print(f"rewrote the improvements table in {args.readme}")
+    else:
+        print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness", description="Train, report and compare CNN stress runs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -121,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="rebuild index.html, summary.md and figures of a run from its results.json")
     r.add_argument("run_dir")
     r.set_defaults(func=_report)
+
+    i = sub.add_parser("improvements", help="the improvements table (recipe change, documented effect, measured "
+                       "effect with its interval) from the newest runs' reports")
+    i.add_argument("--reports", default="reports")
+    i.add_argument("--gates", default="gates.toml")
+    i.add_argument("--dataset", default="fashion-mnist")
+    i.add_argument("--profile", default="smoke")
+    i.add_argument("--readme", help="rewrite the table between the README's improvements markers")
+    i.set_defaults(func=_improvements)
 
     c = sub.add_parser("compare", help="print what changed between two runs (e.g. main vs branch)")
     c.add_argument("run_a")

@@ -84,10 +84,12 @@ def default_data_root() -> Path:
 
 
 def search_roots(data_root: str | os.PathLike | None = None) -> list[Path]:
-    """Data roots in the order they are searched: option, environment, default cache."""
-    roots: list[Path] = []
+    """Data roots in the order they are searched: environment, default cache. A data root
+    given explicitly (``--data-root``) is the only one searched: data from anywhere else
+    would be a silent fallback to other data."""
     if data_root:
-        roots.append(Path(data_root).expanduser())
+        return [Path(data_root).expanduser()]
+    roots: list[Path] = []
     if os.environ.get(DATA_ROOT_ENV):
         roots.append(Path(os.environ[DATA_ROOT_ENV]).expanduser())
     roots.append(default_data_root())
@@ -119,6 +121,18 @@ class Dataset:
     # Whether a horizontal flip keeps every class (the hflip invariance test needs it): true of
     # clothes, animals, vehicles and scenes; False for data whose classes a mirror changes.
     flip_invariant: bool = True
+    # Datasets of one's own (harness/custom_data.py): where each test id comes from (a file or an
+    # array row), and the per-channel (mean, std) the models normalise with.
+    test_names: tuple[str, ...] | None = None
+    normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    @property
+    def builtin(self) -> bool:
+        return self.name in DATASETS
+
+    def test_name(self, i: int) -> str:
+        """What a test id points to: ``test #3640`` for the built-in sets, the file otherwise."""
+        return self.test_names[i] if self.test_names else f"test #{i}"
 
     @property
     def num_classes(self) -> int:
@@ -180,7 +194,11 @@ def load(name: str, data_root: str | os.PathLike | None = None, *, download: boo
         test_x = _read_idx(folder, "test_images")
         test_y = _read_idx(folder, "test_labels")
         if train_x.ndim != 3 or test_x.ndim != 3 or len(train_x) != len(train_y) or len(test_x) != len(test_y):
-            raise DatasetFormatError(f"fashion-mnist files in {folder} have inconsistent shapes")
+            raise DatasetFormatError(
+                f"fashion-mnist files in {folder} do not agree: {_FMNIST_FILES['train_images']} holds "
+                f"{tuple(train_x.shape)}, {_FMNIST_FILES['train_labels']} {tuple(train_y.shape)}, "
+                f"{_FMNIST_FILES['test_images']} {tuple(test_x.shape)}, {_FMNIST_FILES['test_labels']} "
+                f"{tuple(test_y.shape)}: images (N, 28, 28) and N labels in each split")
         train_x, test_x = train_x[:, None], test_x[:, None]
         classes = class_names(name)
         source = str(folder)
@@ -263,8 +281,41 @@ def _fmnist_candidates(data_root) -> list[Path]:
     out = []
     for root in search_roots(data_root):
         out += [root / "FashionMNIST" / "raw", root / "fashion-mnist", root]
-    out.append(DEBIAN_FASHION_MNIST)
+    if not data_root:
+        out.append(DEBIAN_FASHION_MNIST)
     return out
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders a download into ``path`` would create, deepest first."""
+    out = []
+    for p in [path, *path.parents]:
+        if p.exists():
+            break
+        out.append(p)
+    return out
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Undo a failed download's folders (only those it created, only if still empty)."""
+    for p in folders:
+        try:
+            p.rmdir()
+        except OSError:
+            break
+
+
+def _holds(root: Path, limit: int = 15) -> str:
+    """What a folder holds, for an error message."""
+    if not root.exists():
+        return f"{root} does not exist"
+    if not root.is_dir():
+        return f"{root} is not a folder"
+    entries = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
+    if not entries:
+        return f"{root} is empty"
+    more = f" and {len(entries) - limit} more" if len(entries) > limit else ""
+    return f"{root} holds {', '.join(entries[:limit])}{more}"
 
 
 def _fmnist_file(folder: Path, key: str) -> Path | None:
@@ -282,6 +333,7 @@ def _find_fashion_mnist(data_root, download: bool) -> Path:
             return folder
     if download:
         target = search_roots(data_root)[0] / "FashionMNIST" / "raw"
+        created = _missing_parents(target)
         try:
             from torchvision.datasets import FashionMNIST
             from torchvision.datasets.utils import download_url
@@ -290,9 +342,16 @@ def _find_fashion_mnist(data_root, download: bool) -> Path:
                 download_url(FashionMNIST.mirrors[0] + filename, str(target), filename=filename, md5=md5)
             return target
         except Exception as exc:  # offline, refused, checksum: report every path searched
+            _remove_if_empty(created)
             reason = f"download failed: {exc}"
     else:
         reason = "downloading was disabled"
+    if data_root:
+        raise DatasetNotFoundError(
+            f"--data-root {data_root} does not hold fashion-mnist ({_holds(Path(data_root).expanduser())}); expected "
+            "the four idx files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte"
+            "[.gz], t10k-labels-idx1-ubyte[.gz]) in it, in its fashion-mnist/ or in its FashionMNIST/raw/. "
+            f"({reason}; a data root given is the only place searched)")
     raise DatasetNotFoundError(
         "fashion-mnist not found; searched:\n  "
         + "\n  ".join(str(c) for c in candidates)
@@ -346,6 +405,7 @@ def _find_cifar(name: str, data_root, download: bool) -> Path:
             raise DatasetFormatError(f"{archive} does not hold {spec['folder']}/ with {', '.join(needed)}")
     if download:
         target = search_roots(data_root)[0]
+        created = _missing_parents(target)
         try:
             from torchvision.datasets import CIFAR10, CIFAR100
             from torchvision.datasets.utils import download_and_extract_archive
@@ -354,9 +414,15 @@ def _find_cifar(name: str, data_root, download: bool) -> Path:
             download_and_extract_archive(cls.url, str(target), filename=cls.filename, md5=cls.tgz_md5)
             return target / spec["folder"]
         except Exception as exc:
+            _remove_if_empty(created)
             reason = f"download failed: {exc}"
     else:
         reason = "downloading was disabled"
+    if data_root:
+        raise DatasetNotFoundError(
+            f"--data-root {data_root} does not hold {name} ({_holds(Path(data_root).expanduser())}); expected "
+            f"{spec['folder']}/ with {', '.join(needed)}, or {spec['archive']}, in it. ({reason}; a data root given "
+            "is the only place searched)")
     raise DatasetNotFoundError(
         f"{name} not found; searched:\n  "
         + "\n  ".join(str(s) for s in searched)
@@ -381,14 +447,38 @@ def _extract(archive: Path, root: Path) -> None:
                 shutil.move(str(child), dest)
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """A pickle reader that builds only what the CIFAR format uses: dicts, lists, strings,
+    bytes, numbers and NumPy arrays. Any other global (a function, a class with a
+    ``__reduce__``) is refused before it is called, so no code in a crafted file runs."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refused to load the global {module}.{name}: a CIFAR batch holds only dicts, lists, strings, numbers "
+            "and NumPy arrays, and anything else could run code")
+
+
 def _unpickle(path: Path) -> dict:
-    # The official CIFAR files are Python pickles of plain dicts, numpy arrays and lists; this
-    # is the reader torchvision's CIFAR10/CIFAR100 classes use.
+    """The official CIFAR files are Python pickles of plain dicts, NumPy arrays and lists; read
+    with ``_CifarUnpickler`` (torchvision's own reader would run any code a file holds)."""
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
+            entry = _CifarUnpickler(f, encoding="latin1").load()
     except Exception as exc:
         raise DatasetFormatError(f"cannot read CIFAR pickle {path}: {exc}") from exc
+    if not isinstance(entry, dict):
+        raise DatasetFormatError(f"CIFAR pickle {path} holds a {type(entry).__name__}, not the dict of the official "
+                                 "format (keys 'data' and the labels)")
+    return entry
 
 
 def _read_cifar_batches(folder: Path, files: list[str], label_key: str) -> tuple[torch.Tensor, torch.Tensor]:

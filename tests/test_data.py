@@ -188,16 +188,15 @@ def test_fingerprint_depends_on_content(cifar_root):
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_missing_cifar_names_dataset_and_every_path(isolated_data_env, name):
     tmp = isolated_data_env
-    root = tmp / "my-data"
     with pytest.raises(data.DatasetNotFoundError) as info:
-        data.load(name, root, download=False)
+        data.load(name, None, download=False)
     msg = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
     folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
     archive = "cifar-10-python.tar.gz" if name == "cifar10" else "cifar-100-python.tar.gz"
     assert msg.startswith(f"{name} not found")
-    roots = [root, tmp / "env-data", tmp / "xdg-cache" / "cnn-stress" / "data"]
-    assert data.search_roots(root) == roots
+    roots = [tmp / "env-data", tmp / "xdg-cache" / "cnn-stress" / "data"]
+    assert data.search_roots(None) == roots
     for r in roots:
         assert str(r / folder) in msg
         assert str(r / archive) in msg
@@ -206,31 +205,46 @@ def test_missing_cifar_names_dataset_and_every_path(isolated_data_env, name):
     assert "--data-root" in msg and data.DATA_ROOT_ENV in msg
     # class_names searches the same places
     with pytest.raises(data.DatasetNotFoundError):
-        data.class_names(name, root)
+        data.class_names(name, None)
 
 
-def test_default_data_root_follows_home_without_xdg(isolated_data_env, monkeypatch):
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.delenv(data.DATA_ROOT_ENV)
-    home = isolated_data_env / "home"
-    assert data.default_data_root() == home / ".cache" / "cnn-stress" / "data"
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "fashion-mnist"])
+def test_a_data_root_given_is_the_only_place_searched_and_its_contents_are_named(isolated_data_env, name, cifar_root):
+    """--data-root that lacks the dataset is an error listing what it holds, never a silent
+    fallback to the environment's, the cache's or Debian's copy."""
+    tmp = isolated_data_env
+    elsewhere = cifar_root(name) if name != "fashion-mnist" else None  # the data exists elsewhere...
+    if elsewhere is not None:
+        import os
+
+        os.environ[data.DATA_ROOT_ENV] = str(elsewhere.root)  # ...and the environment points at it
+    root = tmp / "my-data"
+    root.mkdir()
+    (root / "notes.txt").write_text("x")
+    (root / "other").mkdir()
+    assert data.search_roots(root) == [root]
     with pytest.raises(data.DatasetNotFoundError) as info:
-        data.load("cifar10", download=False)
-    assert str(home / ".cache" / "cnn-stress" / "data" / "cifar-10-batches-py") in str(info.value)
+        data.load(name, root, download=False)
+    msg = str(info.value)
+    assert msg.startswith(f"--data-root {root} does not hold {name} ({root} holds notes.txt, other/)")
+    assert "the only place searched" in msg
+    empty = tmp / "empty"
+    empty.mkdir()
+    with pytest.raises(data.DatasetNotFoundError, match=f"{empty} is empty"):
+        data.load(name, empty, download=False)
 
 
 def test_missing_fashion_mnist_names_every_path(isolated_data_env, monkeypatch):
     tmp = isolated_data_env
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp / "no-debian")
-    root = tmp / "my-data"
     with pytest.raises(data.DatasetNotFoundError) as info:
-        data.load("fashion-mnist", root, download=False)
+        data.load("fashion-mnist", None, download=False)
     msg = str(info.value)
     assert msg.startswith("fashion-mnist not found")
     searched = [line.strip() for line in msg.splitlines()[1:] if line.startswith("  ")]
     expected = [
         folder
-        for r in (root, tmp / "env-data", tmp / "xdg-cache" / "cnn-stress" / "data")
+        for r in (tmp / "env-data", tmp / "xdg-cache" / "cnn-stress" / "data")
         for folder in (r / "FashionMNIST" / "raw", r / "fashion-mnist", r)
     ] + [tmp / "no-debian"]
     assert searched == [str(p) for p in expected]
@@ -414,7 +428,8 @@ def test_idx_images_and_labels_of_different_lengths_are_a_format_error(tmp_path)
     folder = tmp_path / "fashion-mnist"
     write_fmnist(folder)
     (folder / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(11)))
-    with pytest.raises(data.DatasetFormatError, match="inconsistent"):
+    with pytest.raises(data.DatasetFormatError, match=r"do not agree: train-images-idx3-ubyte holds \(\d+, 28, 28\), "
+                                                      r"train-labels-idx1-ubyte \(11,\)"):
         data.load("fashion-mnist", tmp_path, download=False)
 
 

@@ -152,7 +152,9 @@ def test_to_dict_round_trips():
 @pytest.mark.parametrize("improvement", list(recipes.IMPROVEMENTS))
 def test_improvement_changes_only_its_own_fields(dataset, improvement):
     base = recipes.BASELINES[dataset]
-    own = recipes.IMPROVEMENTS[improvement]
+    own = dict(recipes.IMPROVEMENTS[improvement])
+    if improvement == "fgsm-training":
+        own["fgsm_eps"] = recipes.FGSM_TRAINING_EPS.get(dataset, own["fgsm_eps"])
     improved = recipes.improve(base, improvement)
     diff = base.diff(improved)
     assert diff["name"] == ("baseline", improvement)
@@ -170,6 +172,14 @@ def test_improvement_changes_only_its_own_fields(dataset, improvement):
     for metric, expect in effect.checks:
         m = metrics.get(metric)
         assert m.paired and m.direction != metrics.NEUTRAL and expect in ("improves", "not_worse"), (improvement, metric)
+
+
+def test_adversarial_training_uses_the_budget_it_is_attacked_with():
+    from harness import stress
+
+    for dataset in recipes.BASELINES:
+        trained = recipes.improve(recipes.BASELINES[dataset], "fgsm-training").fgsm_eps
+        assert trained == pytest.approx(stress.REFERENCE_EPS[dataset]), dataset
 
 
 def test_every_improvement_changes_something_on_every_dataset():

@@ -116,7 +116,7 @@ def test_use_cache_false_neither_reads_nor_writes(trained, mini, tiny_recipe, tm
     shutil.copy(trained.cache_path, folder / trained.cache_path.name)
     result = train.train(tiny_recipe, mini, PROFILE, device="cpu", cache_dir=folder, use_cache=False)
     assert result.cached is False and result.cache_path is None
-    assert [p.name for p in folder.iterdir()] == [trained.cache_path.name]
+    assert [p.name for p in folder.iterdir() if p.name != ".locks"] == [trained.cache_path.name]
 
 
 # ------------------------------------------------------------------ key
@@ -229,7 +229,7 @@ def test_damaged_entry_warns_retrains_and_is_rewritten(trained, mini, tiny_recip
         again = train.train(tiny_recipe, mini, PROFILE, device="cpu", cache_dir=folder)
     assert again.cached is True
     assert_same_result(result, again)
-    assert not list(folder.glob("*.tmp")) and [p.name for p in folder.iterdir()] == [path.name]
+    assert not list(folder.glob("*.tmp")) and [p.name for p in folder.iterdir() if p.name != ".locks"] == [path.name]
 
 
 def test_entry_under_another_key_is_rejected(trained, tmp_path):
@@ -280,7 +280,7 @@ def test_flipped_bits_in_stored_predictions_are_detected(trained, tmp_path):
 def test_no_temporary_files_are_left(trained, cache_dir):
     folder = trained.cache_path.parent
     assert not [p for p in folder.iterdir() if p.suffix == ".tmp" or ".tmp" in p.name]
-    assert all(p.suffix == ".pt" for p in folder.iterdir())
+    assert all(p.suffix == ".pt" for p in folder.iterdir() if p.name != ".locks")
 
 
 def test_failed_write_leaves_the_old_entry_and_no_temporary(tmp_path, monkeypatch):
@@ -318,7 +318,7 @@ def test_entry_with_pickled_code_is_refused(tmp_path):
     """weights_only loading refuses arbitrary objects: a planted entry cannot run code."""
     path = tmp_path / "evil.pt"
     torch.save({"format": cache.CACHE_FORMAT, "key": "k", "obj": _Planted()}, path)
-    with pytest.raises(cache.CacheError, match="unreadable"):
+    with pytest.raises(cache.CacheError, match="refused: it references the Python global .*weights-only"):
         cache.load_entry(path, "k")
     assert not _Planted.loaded
 

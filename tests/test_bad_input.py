@@ -1,0 +1,206 @@
+"""Bad input, faults and concurrent runs: each probe ends in a clear error or a correct result,
+with nothing lost, nothing wrong cached, and the next clean run working."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from planted import write_idx_world
+
+from harness import data, recipes
+
+ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["pytester"]
+
+# ------------------------------------------------------------------ recipe files
+
+
+@pytest.mark.parametrize("body, match", [
+    ('name = "x"\nlr = "fast"\n', r"x\.toml: invalid recipe fashion-mnist/x: lr='fast' \(a number, not str\)"),
+    ('name = "x"\nepochs = 2.5\n', r"epochs=2\.5 \(a whole number, not float\)"),
+    ('name = "x"\nmilestones = [1.5]\n', r"milestones=\[1\.5\] \(a list of whole numbers"),
+    ('name = "x"\nhflip = true\n', r"hflip=True \(a number, not bool\)"),
+    ('name = "x"\nbase = "augmnet"\n', r"base = 'augmnet': choose one of baseline, augment"),
+    ("name = 3\n", r"name = 3 must be a non-empty string"),
+    ('name = "x"\nlearning_rate = 0.1\n', r"unknown recipe field\(s\) learning_rate"),
+    ('name = "x"\nsmoke = 3\n', r"\[smoke\] must be a table"),
+    ('name = "x\n', r"cannot read recipe file"),
+])
+def test_recipe_file_mistakes_name_the_file_and_the_field(tmp_path, body, match):
+    p = tmp_path / "x.toml"
+    p.write_text(body)
+    with pytest.raises(ValueError, match=match):
+        recipes.from_file(p, "fashion-mnist", "smoke")
+
+
+_values = st.one_of(st.integers(-3, 100), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
+                    st.text(max_size=4), st.lists(st.integers(0, 60), max_size=3), st.just({"epochs": 1}))
+_fields = st.sampled_from(["name", "base", "lr", "epochs", "batch_size", "milestones", "hflip", "loss", "optimizer",
+                           "smoke", "full", "label_smoothing", "cutmix_prob", "imbalance", "bogus"])
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.dictionaries(_fields, _values, max_size=6))
+def test_any_recipe_document_gives_a_recipe_or_a_clear_error(tmp_path_factory, doc):
+    import tomli_w
+
+    p = tmp_path_factory.mktemp("r") / "fuzz.toml"
+    try:
+        p.write_text(tomli_w.dumps(doc))
+    except (TypeError, ValueError):
+        return  # not expressible in TOML
+    try:
+        r = recipes.from_file(p, "fashion-mnist", "smoke")
+    except ValueError as exc:
+        assert str(exc).startswith(str(p)) or "invalid recipe" in str(exc), exc
+        return
+    assert isinstance(r, recipes.Recipe) and r.lr > 0 and r.epochs >= 1
+    assert r.hash() == recipes.Recipe(**{**r.to_dict(), "milestones": tuple(r.milestones)}).hash()
+
+
+# ------------------------------------------------------------------ CIFAR pickles run nothing
+
+
+class _Planted:
+    """Unpickling this would run ``open(marker, 'w')`` (a stand-in for arbitrary code)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_crafted_cifar_pickle_runs_nothing(cifar_root, tmp_path):
+    files = cifar_root("cifar10", n_train=10, n_test=5)
+    marker = tmp_path / "pwned"
+    with open(files.folder / "data_batch_1", "wb") as f:
+        pickle.dump({"data": _Planted(str(marker)), "labels": [0]}, f, protocol=2)
+    with pytest.raises(data.DatasetFormatError, match=r"refused to load the global (builtins|io)\.open"):
+        data.load("cifar10", files.root, download=False)
+    assert not marker.exists()
+
+
+def test_a_non_dict_cifar_pickle_is_a_clear_error(cifar_root):
+    files = cifar_root("cifar100", n_train=10, n_test=5)
+    with open(files.folder / "test", "wb") as f:
+        pickle.dump([1, 2, 3], f, protocol=2)
+    with pytest.raises(data.DatasetFormatError, match=r"holds a list, not the dict of the official format"):
+        data.load("cifar100", files.root, download=False)
+
+
+def test_genuine_cifar_pickles_still_load(cifar_root):
+    files = cifar_root("cifar10", n_train=20, n_test=10)
+    ds = data.load("cifar10", files.root, download=False)
+    assert np.array_equal(ds.test_x.numpy(), files.test_x)
+
+
+# ------------------------------------------------------------------ under pytest
+
+
+CONFTEST = '''
+import sys
+sys.path.insert(0, {tests!r})
+pytest_plugins = ["fixtures.plugin"]
+import planted
+
+
+def pytest_stress_model(recipe, data, device):
+    return planted.planted(recipe.name, data)
+'''
+
+
+def _suite(pytester, monkeypatch, extra: dict[str, str] | None = None):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    shutil.copytree(ROOT / "stress_tests", pytester.path / "stress_tests", ignore=shutil.ignore_patterns("__pycache__"))
+    for name, text in (extra or {}).items():
+        (pytester.path / "stress_tests" / name).write_text(text)
+    pytester.makeconftest(CONFTEST.format(tests=str(ROOT / "tests")))
+    (pytester.path / "g.toml").write_text("[fashion-mnist.smoke.default]\naccuracy_min = 0.5\n")
+
+
+def test_bad_data_is_one_usage_error_before_collection_and_no_run_folder(pytester, monkeypatch):
+    _suite(pytester, monkeypatch)
+    (pytester.path / "empty").mkdir()
+    result = pytester.runpytest_subprocess("stress_tests", "--baseline-only", "--data-root", "empty", "--gates", "g.toml",
+                                           "--report-dir", "reports", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert err.count("does not hold fashion-mnist") == 1 and "empty is empty" in err
+    assert "Traceback" not in result.stdout.str() + err
+    assert not (pytester.path / "reports").exists() or not any((pytester.path / "reports").iterdir())
+
+
+def test_a_recipe_file_cannot_replace_a_built_in_model(pytester, monkeypatch):
+    _suite(pytester, monkeypatch)
+    (pytester.path / "mine.toml").write_text('name = "augment"\nlr = 0.01\n')
+    result = pytester.runpytest_subprocess("stress_tests", "--recipe-file", "mine.toml", "--gates", "g.toml",
+                                           "--no-report", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert re.search(r"mine\.toml names its recipe 'augment', the name of a built-in recipe: it would replace that "
+                     r"model and every comparison against it\. Rename it", result.stderr.str())
+
+
+INTERRUPT = '''
+def test_zz_interrupt():
+    raise KeyboardInterrupt
+'''
+
+
+def test_run_folders_are_unique_complete_or_marked_incomplete(pytester, monkeypatch):
+    _suite(pytester, monkeypatch)
+    write_idx_world(pytester.path / "data", n_train=300, n_test=200)
+    args = ["stress_tests/test_accuracy.py", "--baseline-only", "--data-root", "data", "--gates", "g.toml",
+            "--report-dir", "reports", "-p", "no:cacheprovider", "-k", "test_accuracy and not class"]
+    first = pytester.runpytest_subprocess(*args)
+    second = pytester.runpytest_subprocess(*args)
+    assert first.ret == second.ret == 0
+    reports = pytester.path / "reports"
+    runs = sorted(p for p in reports.iterdir() if p.is_dir() and p.name != "latest")
+    assert len(runs) == 2 and runs[0].name != runs[1].name
+    for run in runs:
+        assert re.fullmatch(r"\d{8}T\d{6}\.\d{3}Z_fashion-mnist_smoke_[0-9a-f]{6}", run.name)
+        assert (run / "results.json").is_file() and (run / "junit.xml").is_file()
+        assert json.loads((run / "results.json").read_text())["run"]["complete"] is True
+    assert os.readlink(reports / "latest") == runs[1].name
+    # an interrupted run: what was measured is kept, marked incomplete; latest is not moved
+    _ = pytester.path / "stress_tests" / "test_zz.py"
+    _.write_text(INTERRUPT)
+    third = pytester.runpytest_subprocess("stress_tests/test_accuracy.py", "stress_tests/test_zz.py", *args[1:-2])
+    assert third.ret == pytest.ExitCode.INTERRUPTED
+    incomplete = [p for p in reports.iterdir() if p.name.endswith("-incomplete")]
+    assert len(incomplete) == 1
+    assert json.loads((incomplete[0] / "results.json").read_text())["run"]["complete"] is False
+    assert os.readlink(reports / "latest") == runs[1].name
+    assert not [p for p in reports.iterdir() if p.name.endswith(".partial")]
+
+
+# ------------------------------------------------------------------ the command line prints valid JSON
+
+
+def test_cli_train_names_its_data_and_prints_strict_json(tmp_path):
+    write_idx_world(tmp_path / "data", n_train=300, n_test=100)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CNN_STRESS_CACHE": str(tmp_path / "cache")}
+    recipe = tmp_path / "quick.toml"
+    recipe.write_text('name = "quick"\nepochs = 1\n')
+    out = subprocess.run([sys.executable, "-m", "harness", "train", "--dataset", "fashion-mnist", "--recipe-file",
+                          str(recipe), "--data-root", str(tmp_path / "data"), "--profile", "smoke"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout, parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert result["data"] == str(tmp_path / "data") and result["data_fingerprint"]
+    assert "trained in" in out.stderr
+    bad = subprocess.run([sys.executable, "-m", "harness", "train", "--dataset", "fashion-mnist", "--data-root",
+                          str(tmp_path / "nowhere"), "--no-download"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "does not hold fashion-mnist" in bad.stderr and "Traceback" not in bad.stderr
