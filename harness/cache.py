@@ -13,6 +13,7 @@ over the weights, the stored predictions and the metadata; a damaged entry raise
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -113,12 +114,66 @@ def save_entry(path: Path, payload: dict) -> None:
         raise
 
 
-def load_entry(path: Path, expected_key: str) -> dict:
-    """Load and verify a cache entry; raise CacheError saying what is wrong."""
+STALE_TMP_SECONDS = 24 * 3600
+
+
+@contextlib.contextmanager
+def training_lock(path: Path, on_wait=None, poll: float = 0.5):
+    """Hold ``.locks/<entry>.lock`` while an entry is looked up and, if missing, trained and saved:
+    every process (pytest-xdist workers, runs on other machines sharing the folder over a
+    file system with working ``flock``) trains a model once; the others wait, then load it.
+    An OS file lock (``filelock``): the kernel releases it when its holder dies, so a killed
+    worker leaves no stale lock. ``on_wait()`` is called once if another process holds it."""
+    from filelock import FileLock, Timeout
+
+    locks = path.parent / ".locks"  # out of the way of the entries (a lock file outlives its lock, harmlessly)
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(locks / f"{path.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait is not None:
+            on_wait()
+        lock.acquire(poll_interval=poll)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def remove_stale_temporaries(folder: Path, max_age: float = STALE_TMP_SECONDS) -> list[Path]:
+    """Delete ``*.tmp`` files older than ``max_age`` seconds (left by a writer that was killed
+    mid-save); younger ones may belong to a save in progress."""
+    import time
+
+    removed = []
+    if not folder.is_dir():
+        return removed
+    now = time.time()
+    for p in folder.glob("*.tmp"):
+        try:
+            if now - p.stat().st_mtime > max_age:
+                p.unlink()
+                removed.append(p)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def load_entry(path: Path, expected_key: str, expected: dict | None = None) -> dict:
+    """Load and verify a cache entry; raise CacheError saying what is wrong. ``expected``:
+    fields the entry must hold exactly (the requested recipe, profile, data fingerprint)."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [""]
+        import re
+
+        text = str(exc)
+        blocked = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: ([\w.]+)", text)
+        if blocked:
+            raise CacheError(f"refused: it references the Python global {blocked.group(1)}, which a weights-only "
+                             "load does not allow (loading it could run code)") from exc
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()] or [""]
         raise CacheError(f"unreadable ({type(exc).__name__}: {lines[-1][:300]})") from exc
     if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT:
         raise CacheError("not a cache entry of this harness version")
@@ -132,4 +187,14 @@ def load_entry(path: Path, expected_key: str) -> dict:
             raise CacheError(f"{split} predictions missing or not finite")
     if checksum(payload) != payload.get("checksum"):
         raise CacheError("contents (weights, predictions or history) do not match their checksum")
+    for field, want in (expected or {}).items():
+        have = payload.get(field)
+        if have != want:
+            if isinstance(want, dict) and isinstance(have, dict):
+                diff = [f"{k}: stored {have.get(k)!r}, asked {want.get(k)!r}" for k in sorted(set(want) | set(have))
+                        if have.get(k) != want.get(k)]
+                detail = "; ".join(diff[:5])
+            else:
+                detail = f"stored {have!r}, asked {want!r}"
+            raise CacheError(f"its {field} is not the one asked for ({detail})")
     return payload

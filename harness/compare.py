@@ -93,6 +93,27 @@ def paired_interval(name: str, a, b, n_boot: int = BOOTSTRAP_SAMPLES, seed: int 
     return d
 
 
+def seed_interval(values, level: float = LEVEL) -> list[float] | None:
+    """The ``level`` t-interval of the mean of ``values`` (one per training seed): the spread
+    between training runs, which a bootstrap over test images does not see. None for fewer
+    than two seeds."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return None
+    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return [float(v.mean() - half), float(v.mean() + half)]
+
+
+def seed_spread(values) -> dict:
+    """Mean, sample standard deviation and range of a metric over training seeds."""
+    v = np.asarray(values, dtype=np.float64)
+    return {"n": int(len(v)), "mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max()), "values": [float(x) for x in v],
+            "ci": seed_interval(v)}
+
+
 def improves(ci, direction: str) -> bool:
     """The whole interval lies on the improving side of zero."""
     return bool(ci[1] < 0) if direction == LOWER else bool(ci[0] > 0) if direction == HIGHER else False

@@ -36,7 +36,7 @@ from __future__ import annotations
 import difflib
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import compare, metrics
@@ -82,7 +82,7 @@ class Gate:
 class Outcome:
     gate: Gate
     value: float | None
-    status: str  # "passed" | "failed" | "n/a"
+    status: str  # "passed" | "failed" | "n/a" | "xfail" (failed as expected) | "xpass" (passed, expected to fail)
     message: str
     reference: float | None = None  # the baseline's value for relative gates
     limit: float | None = None  # the effective bound (relative gates: computed from the baseline)
@@ -115,6 +115,17 @@ def fmt(x) -> str:
 def _signed(x: float) -> str:
     s = fmt(x)
     return s if s.startswith("-") else "+" + s
+
+
+def expect_failure(outcome: Outcome, why: str | None) -> Outcome:
+    """An outcome seen through an expected failure: a failure is expected ("xfail"); a pass
+    means the expectation is out of date ("xpass", which fails the run)."""
+    if not why or outcome.status == "n/a":
+        return outcome
+    if outcome.status == "failed":
+        return replace(outcome, status="xfail", message=f"{outcome.message} [expected to fail: {why}]")
+    return replace(outcome, status="xpass", message=f"{outcome.message} [but gates.toml expects it to fail ({why}): "
+                                                    "the effect now holds; remove the expectation]")
 
 
 def not_applicable(gate: Gate, reason: str, label: str | None = None) -> Outcome:
@@ -206,10 +217,31 @@ def parse_key(key: str, source: str, relative: bool) -> tuple[str, str]:
     return metric, kind
 
 
+EXPECTED_FAILURES = "expected_failures"
+
+
+def _parse_expected(table: dict, gates: dict[str, Gate], source: str) -> dict[str, str]:
+    """``expected_failures = { <gate key> = "why" }``: gates of this table known to fail, each
+    with its reason (shown as an expected failure; a pass is then an error: the expectation is
+    out of date)."""
+    spec = table.get(EXPECTED_FAILURES, {})
+    if not isinstance(spec, dict):
+        raise GateFileError(f"{source}: {EXPECTED_FAILURES} must be a table {{ <gate key> = \"why it fails\" }}")
+    out = {}
+    for key, why in spec.items():
+        if key not in gates:
+            raise GateFileError(f"{source}: {EXPECTED_FAILURES} names {key!r}, which is not a bound of this table "
+                                f"(its bounds: {', '.join(gates) or 'none'})")
+        if not isinstance(why, str) or not why.strip():
+            raise GateFileError(f"{source}: {EXPECTED_FAILURES}.{key} must say why it is expected to fail")
+        out[key] = why.strip()
+    return out
+
+
 def _parse_table(table: dict, source: str, relative: bool) -> dict[str, Gate]:
     gates: dict[str, Gate] = {}
     for key, bound in table.items():
-        if not relative and key == RELATIVE_TABLE:
+        if (not relative and key == RELATIVE_TABLE) or key == EXPECTED_FAILURES:
             continue
         if isinstance(bound, dict):
             raise GateFileError(f"{source}: {key!r} is a table; a model's table holds bounds"
@@ -230,14 +262,36 @@ def profile_choices() -> list[str]:
     return [*PROFILES, *(f"{p}-imbalance" for p in PROFILES)]
 
 
+SEED_MARK = "@s"  # runs with --seeds N: "augment@s43" is recipe augment trained with seed 43
+SEED_GATES = "seed_gates"  # top-level key: "worst" (every seed's model passes) or "mean"
+SEED_GATE_MODES = ("worst", "mean")
+
+
+def recipe_of(model: str) -> str:
+    """The recipe a model of the run was trained from (``augment@s43`` -> ``augment``): a seed's
+    model is bounded by its recipe's tables."""
+    return model.split(SEED_MARK, 1)[0]
+
+
 class Gates:
-    """The bounds of one gates file, validated when loaded."""
+    """The bounds of one gates file, validated when loaded.
+
+    With ``--seeds N`` each recipe is trained N times; ``seed_gates`` (top level) says how its
+    bounds apply: ``"worst"`` (the default: every seed's model is checked, so the worst seed
+    decides) or ``"mean"`` (the mean over seeds is checked, once, on the first seed's tests;
+    effects on the interval across seeds of the paired changes)."""
 
     def __init__(self, tables: dict, path: Path):
+        tables = dict(tables)
+        self.seed_gates = tables.pop(SEED_GATES, "worst")
         self.tables = tables
         self.path = Path(path)
         self.label = self.path.name
+        if self.seed_gates not in SEED_GATE_MODES:
+            raise GateFileError(f"{self.label}: {SEED_GATES} = {self.seed_gates!r}: choose \"worst\" (every seed's "
+                                f"model must pass) or \"mean\" (the mean over seeds must)")
         self._parsed: dict[tuple[str, str, str], tuple[dict[str, Gate], dict[str, Gate]]] = {}
+        self._expected: dict[tuple[str, str, str], tuple[dict[str, str], dict[str, str]]] = {}
         self._validate_structure()
 
     @classmethod
@@ -283,14 +337,17 @@ class Gates:
                         raise GateFileError(f"{src}: {RELATIVE_TABLE} must be a table of relative bounds")
                     if rel and model == "baseline":
                         raise GateFileError(f"{src}.{RELATIVE_TABLE}: the baseline cannot be bounded relative to itself")
-                    relative = _parse_table(rel, self._source(ds, profile, model, RELATIVE_TABLE), relative=True)
+                    rel_src = self._source(ds, profile, model, RELATIVE_TABLE)
+                    relative = _parse_table(rel, rel_src, relative=True)
                     self._parsed[(ds, profile, model)] = (absolute, relative)
+                    self._expected[(ds, profile, model)] = (_parse_expected(table, absolute, src),
+                                                           _parse_expected(rel, relative, rel_src))
 
     def check_run(self, dataset: str, profile: str, models: list[str], known_datasets, known_models) -> None:
         """Names that only make sense against a run: every dataset and model named must be a
         known one, and every model of this run must have at least one table that applies."""
         datasets = {ANY_DATASET, dataset, *known_datasets}
-        model_names = {ANY_MODEL, *known_models, *models}
+        model_names = {ANY_MODEL, *known_models, *map(recipe_of, models)}
         for ds, p, model in self._parsed:
             if ds not in datasets:
                 raise GateFileError(f"{self._source(ds, p, model)}: unknown dataset {ds!r}{_suggest(ds, datasets)}; "
@@ -313,6 +370,7 @@ class Gates:
             f" (this file has no {dataset} tables)"
 
     def _chain(self, dataset: str, profile: str, model: str) -> list[tuple[str, str, str]]:
+        model = recipe_of(model)
         chain = [(ANY_DATASET, profile, ANY_MODEL), (ANY_DATASET, profile, model),
                  (dataset, profile, ANY_MODEL), (dataset, profile, model)]
         return [c for i, c in enumerate(chain) if c in self._parsed and c not in chain[:i]]
@@ -320,7 +378,7 @@ class Gates:
     def tables_for(self, dataset: str, profile: str, model: str) -> list[str]:
         """The tables that bound this model, in merge order (later ones win)."""
         return [self._source(*c) for c in self._chain(dataset, profile, model)
-                if any(self._parsed[c]) and (model != "baseline" or self._parsed[c][0])]
+                if any(self._parsed[c]) and (recipe_of(model) != "baseline" or self._parsed[c][0])]
 
     def absolute(self, dataset: str, profile: str, model: str) -> dict[str, Gate]:
         """key -> Gate: the merged absolute bounds of one model."""
@@ -331,12 +389,29 @@ class Gates:
 
     def relative(self, dataset: str, profile: str, model: str) -> dict[str, Gate]:
         """key -> Gate: the merged bounds of a candidate relative to the run's baseline."""
-        if model == "baseline":
+        if recipe_of(model) == "baseline":
             return {}
         out: dict[str, Gate] = {}
         for c in self._chain(dataset, profile, model):
             out.update(self._parsed[c][1])
         return out
 
+    def expected_failure(self, dataset: str, profile: str, model: str, key: str, relative: bool) -> str | None:
+        """Why the gate ``key`` of this model is expected to fail, or None (merged like bounds)."""
+        why = None
+        for c in self._chain(dataset, profile, model):
+            found = self._expected.get(c, ({}, {}))[1 if relative else 0].get(key)
+            if found:
+                why = found
+        return why
+
+    def expected_failures(self, dataset: str, profile: str, model: str) -> dict[str, str]:
+        """Every expected failure of a model: {gate key: why}."""
+        out: dict[str, str] = {}
+        for c in self._chain(dataset, profile, model):
+            for part in self._expected.get(c, ({}, {})):
+                out.update(part)
+        return out
+
     def where(self, dataset: str, profile: str, model: str) -> str:
-        return self._source(dataset, profile, model)
+        return self._source(dataset, profile, recipe_of(model))

@@ -13,6 +13,10 @@
 * ``taxonomy``: the failure modes of the confident errors (``taxonomy.py``).
 
 Nothing here defines a metric: values come from ``metrics.measure``.
+
+``EvidenceStore``: evidence shared between the processes of one run (pytest-xdist workers and
+the controller that writes the report): what one process measured is read by the others, not
+measured again.
 """
 
 from __future__ import annotations
@@ -27,9 +31,59 @@ from . import explain, metrics, stress, taxonomy
 from .data import Dataset
 from .evaluate import logits_of, to_float
 from .metrics import NotApplicable, Samples
-from .train import TrainResult, train_sample_indices
+from .train import TrainResult, select_training_indices, train_sample_indices
 
 STRESS_SEED = 0
+# Evidence read straight from the stored logits: cheaper to rebuild than to share.
+_LOCAL_KINDS = frozenset({"test", "val", "train_sample"})
+
+
+class EvidenceStore:
+    """One run's evidence on disk, ``<folder>/<model>/<kind>.pkl``: a process that needs a kind
+    takes its lock, reads it if another process measured it, else measures and writes it
+    (atomically). Pickle, because evidence is plain NumPy and dataclasses made by this run's
+    own processes; the folder lives inside the run's partial report folder and is deleted when
+    the report is written."""
+
+    def __init__(self, folder):
+        from pathlib import Path
+
+        self.folder = Path(folder)
+
+    def _path(self, model: str, kind: str):
+        return self.folder / model / f"{kind}.pkl"
+
+    def kinds(self, model: str) -> list[str]:
+        d = self.folder / model
+        return sorted(p.stem for p in d.glob("*.pkl")) if d.is_dir() else []
+
+    def models(self) -> list[str]:
+        return sorted(p.name for p in self.folder.iterdir() if p.is_dir()) if self.folder.is_dir() else []
+
+    def read(self, model: str, kind: str):
+        import pickle
+
+        with open(self._path(model, kind), "rb") as f:
+            return pickle.load(f)
+
+    def get_or_measure(self, model: str, kind: str, measure: Callable[[], object]):
+        import os
+        import pickle
+        import tempfile
+
+        from filelock import FileLock
+
+        path = self._path(model, kind)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            if path.exists():
+                return self.read(model, kind)
+            value = measure()
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+            return value
 
 
 @dataclass(frozen=True)
@@ -57,8 +111,10 @@ class ModelEvaluation:
 
     def __init__(self, name: str, result: TrainResult, data: Dataset, device: torch.device,
                  settings: Settings | None = None, baseline: Callable[[], ModelEvaluation] | None = None,
-                 attention_set: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None):
+                 attention_set: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
+                 store: EvidenceStore | None = None):
         self.name = name
+        self.store = store  # shared with the run's other processes (pytest-xdist), or None
         self.result = result
         self.data = data
         self.device = device
@@ -86,8 +142,20 @@ class ModelEvaluation:
             base = self if self._baseline is None else self._baseline()
             return base.evidence(kind.split(".", 1)[1])
         if kind not in self._evidence:
-            self._evidence[kind] = getattr(self, f"_evidence_{kind}")()
+            measure = getattr(self, f"_evidence_{kind}")
+            if self.store is None or kind in _LOCAL_KINDS:
+                self._evidence[kind] = measure()
+            else:
+                self._evidence[kind] = self.store.get_or_measure(self.name, kind, measure)
         return self._evidence[kind]
+
+    def preload(self) -> None:
+        """Read every kind of evidence the run's other processes stored for this model (the
+        report then shows what they measured)."""
+        if self.store is not None:
+            for kind in self.store.kinds(self.name):
+                if kind not in self._evidence:
+                    self._evidence[kind] = self.store.read(self.name, kind)
 
     def _split_samples(self, split: str) -> Samples:
         res = self.result
@@ -117,6 +185,11 @@ class ModelEvaluation:
 
     def stress_positions(self) -> np.ndarray:
         return stress_subset(len(self.data.test_y), self.settings.stress_samples)
+
+    def _evidence_class_frequency(self) -> np.ndarray:
+        """Training images per class for this model's recipe (long-tailed runs: the subsample)."""
+        idx = select_training_indices(self.result.recipe, self.data)
+        return np.bincount(self.data.train_y[idx].numpy(), minlength=self.data.num_classes)
 
     def _evidence_robustness(self) -> dict[str, Samples]:
         pos = self.stress_positions()
@@ -199,7 +272,7 @@ class ModelEvaluation:
         """Every whole-model metric whose evidence is at hand (the splits' always: their logits
         come with the model), None where it does not apply; the report's table of numbers."""
         out: dict[str, float | None] = {}
-        cheap = {"test", "val", "train_sample"}
+        cheap = {"test", "val", "train_sample", "class_frequency"}
         for name, m in metrics.REGISTRY.items():
             if m.per is not None or not all(k in self._evidence or k in cheap for k in m.needs):
                 continue

@@ -9,6 +9,7 @@ sample of its training images (``train_sample_indices``) are stored with it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -104,6 +105,8 @@ def cache_key(recipe: Recipe, profile: str, data_fingerprint: str, device: torch
               runtime: Runtime | None = None) -> str:
     runtime = runtime or Runtime.default(device)
     fields = {**training_recipe(recipe).to_dict(), "runtime": runtime.key_fields()}
+    if models.arch_fingerprint(recipe.arch):  # a model of one's own: its source is in the key too
+        fields["arch_source"] = models.arch_fingerprint(recipe.arch)
     return cache.key(fields, profile, data_fingerprint, device.type)
 
 
@@ -249,7 +252,7 @@ class Trainer:
         if device.type == "cuda":
             torch.backends.cudnn.deterministic = self.runtime.deterministic
             torch.backends.cudnn.benchmark = not self.runtime.deterministic
-        model = models.build(recipe.arch, recipe.dataset, data.num_classes, data.image_shape[0]).to(device)
+        model = models.for_data(recipe.arch, data).to(device)
         if self.runtime.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -467,51 +470,57 @@ def train(
     sample_ids = train_sample_indices(recipe, data)
 
     payload = None
-    if use_cache and path.exists():
-        try:
-            payload = cache.load_entry(path, key)
-        except cache.CacheError as exc:
-            warnings.warn(f"model cache entry {path} is damaged: {exc}; retraining {recipe.key}", RuntimeWarning, stacklevel=2)
-            _progress(f"{label} cache entry damaged ({exc}); retraining")
-    if payload is not None:
-        model = models.build(recipe.arch, recipe.dataset, data.num_classes, data.image_shape[0])
-        model.load_state_dict(payload["state_dict"])
-        model.to(dev)
-        history, best_epoch = payload["history"], payload["best_epoch"]
-        train_seconds, n = payload["train_seconds"], payload["train_size"]
-        logits = {split: payload[f"{split}_logits"] for split in cache.LOGIT_SPLITS}
-        sample_ids = torch.as_tensor(payload["train_sample_ids"], dtype=torch.int64)
-        cached = True
-        _progress(f"{label} loaded from cache {path.name}")
-    else:
-        trainer = Trainer(recipe, data, dev, runtime, label, progress)
-        model, history, best_epoch, train_seconds, n = trainer.fit()
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        # Predictions are a pure function of the kept weights and the data (both in the key):
-        # storing them makes a cache hit cost a file read, not an evaluation pass.
-        logits = {split: trainer.evaluate(data.split(split)[0]) for split in ("val", "test")}
-        logits["train_sample"] = trainer.evaluate(data.train_x[sample_ids])
-        entry = {
-            "key": key,
-            "recipe": training_recipe(recipe).to_dict(),
-            "profile": profile,
-            "data_fingerprint": data.fingerprint,
-            "state_dict": state,
-            "history": history,
-            "best_epoch": best_epoch,
-            "train_seconds": train_seconds,
-            "train_size": n,
-            "train_sample_ids": sample_ids.tolist(),
-            **{f"{split}_logits": z for split, z in logits.items()},
-            "torch": str(torch.__version__),
-            "runtime": runtime.to_dict(),
-        }
-        if use_cache:
-            cache.save_entry(path, cache.seal(entry))
-        cached = False
-        kept = history[best_epoch - 1]
-        progress.finish(f"{label} trained in {train_seconds:.1f}s on {dev.type}; kept epoch {best_epoch} "
-                        f"(validation accuracy {kept['val_accuracy']:.2%})")
+    if use_cache:
+        cache.remove_stale_temporaries(cache_dir)
+    lock = (cache.training_lock(path, lambda: _progress(f"{label} another process is training it; waiting"))
+            if use_cache else contextlib.nullcontext())
+    with lock:  # looked up, trained and saved by one process at a time: each model is trained once
+        if use_cache and path.exists():
+            expected = {"recipe": training_recipe(recipe).to_dict(), "profile": profile, "data_fingerprint": data.fingerprint}
+            try:
+                payload = cache.load_entry(path, key, expected)
+            except cache.CacheError as exc:
+                warnings.warn(f"model cache entry {path} is damaged: {exc}; retraining {recipe.key}", RuntimeWarning, stacklevel=2)
+                _progress(f"{label} cache entry damaged ({exc}); retraining")
+        if payload is not None:
+            model = models.for_data(recipe.arch, data)
+            model.load_state_dict(payload["state_dict"])
+            model.to(dev)
+            history, best_epoch = payload["history"], payload["best_epoch"]
+            train_seconds, n = payload["train_seconds"], payload["train_size"]
+            logits = {split: payload[f"{split}_logits"] for split in cache.LOGIT_SPLITS}
+            sample_ids = torch.as_tensor(payload["train_sample_ids"], dtype=torch.int64)
+            cached = True
+            _progress(f"{label} loaded from cache {path.name}")
+        else:
+            trainer = Trainer(recipe, data, dev, runtime, label, progress)
+            model, history, best_epoch, train_seconds, n = trainer.fit()
+            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            # Predictions are a pure function of the kept weights and the data (both in the key):
+            # storing them makes a cache hit cost a file read, not an evaluation pass.
+            logits = {split: trainer.evaluate(data.split(split)[0]) for split in ("val", "test")}
+            logits["train_sample"] = trainer.evaluate(data.train_x[sample_ids])
+            entry = {
+                "key": key,
+                "recipe": training_recipe(recipe).to_dict(),
+                "profile": profile,
+                "data_fingerprint": data.fingerprint,
+                "state_dict": state,
+                "history": history,
+                "best_epoch": best_epoch,
+                "train_seconds": train_seconds,
+                "train_size": n,
+                "train_sample_ids": sample_ids.tolist(),
+                **{f"{split}_logits": z for split, z in logits.items()},
+                "torch": str(torch.__version__),
+                "runtime": runtime.to_dict(),
+            }
+            if use_cache:
+                cache.save_entry(path, cache.seal(entry))
+            cached = False
+            kept = history[best_epoch - 1]
+            progress.finish(f"{label} trained in {train_seconds:.1f}s on {dev.type}; kept epoch {best_epoch} "
+                            f"(validation accuracy {kept['val_accuracy']:.2%})")
     model.eval()
     temperature = None
     if recipe.temperature_scaling:
