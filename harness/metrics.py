@@ -328,6 +328,22 @@ def worst_class_accuracy(s: Samples) -> float:
     return float(np.nanmin(class_recall(s)))
 
 
+RARE = 1 / 3  # a class is rare with at most this share of the most frequent class's training images
+
+
+@register("rare_class_accuracy", "accuracy", "mean accuracy of the rare classes (at most a third of the most frequent "
+          "class's training images)", HIGHER, "share", needs=("test", "class_frequency"), paired=False)
+def rare_class_accuracy(s: Samples, counts: np.ndarray) -> float:
+    counts = np.asarray(counts, dtype=np.float64)
+    rare = np.flatnonzero((counts > 0) & (counts <= RARE * counts.max()))
+    recall = class_recall(s)
+    rare = rare[np.isfinite(recall[rare])] if len(rare) else rare
+    if len(rare) == 0:
+        raise NotApplicable("no class is rare: every class has more than a third of the most frequent class's "
+                            "training images")
+    return float(recall[rare].mean())
+
+
 @register("balanced_accuracy", "accuracy", "mean of the per-class accuracies (each class counts once)",
           HIGHER, "share")
 def balanced_accuracy(s: Samples) -> float:
@@ -527,6 +543,13 @@ def worst_corruption_accuracy(ev: Mapping) -> float:
          "probability")
 def corruption_ece(ev: Mapping) -> float:
     return float(np.mean([ece(s) for sevs in corruption_table(ev).values() for s in sevs]))
+
+
+@_robust("corruption_ece_over", "the overconfident part of the ECE under the common corruptions, mean over every "
+         "kind and severity (a model made underconfident, as label smoothing makes it, is not penalised)", LOWER,
+         "probability")
+def corruption_ece_over(ev: Mapping) -> float:
+    return float(np.mean([ece_over(s) for sevs in corruption_table(ev).values() for s in sevs]))
 
 
 @_robust("corruption_confident_error_rate", "share of corrupted images predicted wrong with confidence >= 90%, "

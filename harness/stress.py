@@ -47,7 +47,7 @@ DEFAULT_GRID = (1 / 255, 2 / 255, 4 / 255, 8 / 255)  # datasets of one's own: th
 SCALES = (0.5, 0.75)
 SHIFTS = (1, 2, 3, 4)
 ROTATIONS = (5.0, 10.0, 15.0)
-ATTACK_SAMPLES = {"smoke": 250, "full": 10_000}
+ATTACK_SAMPLES = {"smoke": 500, "full": 10_000}  # smoke: 250 left a +3.2 pp change undecided
 PGD_STEPS = 10
 _DIRECTIONS = torch.tensor([[1, 0], [-1, 0], [0, 1], [0, -1], [1, 1], [1, -1], [-1, 1], [-1, -1]])
 

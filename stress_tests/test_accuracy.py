@@ -27,6 +27,12 @@ def test_worst_class_accuracy(gate):
     gate("worst_class_accuracy")
 
 
+def test_rare_class_accuracy(gate):
+    """Mean accuracy of the classes with at most a third of the most frequent class's training
+    images: what a long-tailed training set hurts (not applicable when no class is rare)."""
+    gate("rare_class_accuracy")
+
+
 def test_balanced_accuracy(gate):
     """Mean per-class accuracy: every class counts once, however rare (long-tailed runs)."""
     gate("balanced_accuracy")

@@ -316,6 +316,21 @@ def test_hundred_classes_rgb_gallery_truncated_per_class_table_and_junit_listed(
     assert w > 1000  # 100 bars get room
 
 
+def test_a_thousand_classes_with_long_names(tmp_path):
+    classes = [f"part {i:04d}: a long descriptive name of a defect class seen on the line" for i in range(1000)]
+    record, arrays = make_run(n=3000, k=1000, seed=5, classes=classes, gradcam=False)
+    d = tmp_path / "run"
+    d.mkdir()
+    out = report.write_run(record, d, arrays)
+    assert all(f["ok"] for f in out["figures"].values()), out["figures"]
+    page = (d / "index.html").read_text()
+    assert "The worst 20 of 1000 classes" in page
+    assert len((d / "per_class.csv").read_text().splitlines()) == 1001
+    for name in ("confusion_baseline", "class_delta_augment"):
+        w, h = png_size(d / f"figures/{name}.png")
+        assert w < 6000 and h < 6000  # readable, not a poster
+
+
 def test_single_model_minimal_record_and_strict_json(tmp_path):
     labels = np.arange(300) % 10
     logits = np.eye(10, dtype=np.float32)[labels] * 8  # every prediction right: no errors

@@ -66,7 +66,7 @@ def html_table(table: Table, row_class: Callable[[list[str]], str] | None = None
         rc = row_class(r) if row_class else ""
         out.append(f'<tr class="{rc}">' if rc else "<tr>")
         for c in r:
-            k = {"PASS": "pass", "FAIL": "fail", "N/A": "na", "yes": "yes", "NO": "no"}.get(
+            k = {"PASS": "pass", "FAIL": "fail", "XPASS": "fail", "N/A": "na", "XFAIL": "na", "yes": "yes", "NO": "no"}.get(
                 c, "num" if _NUMERIC.match(c) else "")
             out.append(f'<td class="{k}">{e(c)}</td>' if k else f"<td>{e(c)}</td>")
         out.append("</tr>")
@@ -113,7 +113,8 @@ def render_html(record: dict, files: list[str]) -> str:
                 f" · commit <code>{e(str((run.get('git') or {}).get('commit') or 'unknown')[:12])}</code></p>")
     reasons = verdict.get("reasons") or []
     first = "PASS" if ok else "FAIL"
-    summary = (f"{first}: {counts['passed']} gates passed, {counts['failed']} failed, {counts['n/a']} not applicable")
+    summary = (f"{first}: {counts['passed']} gates passed, {counts['failed'] + counts['xpass']} failed, "
+               + (f"{counts['xfail']} failed as expected, " if counts["xfail"] else "") + f"{counts['n/a']} not applicable")
     body.append(f'<div class="verdict {"ok" if ok else "bad"}" id="verdict" data-verdict="{first.lower()}">'
                 f"{e(summary)}" + ("<ul>" + "".join(f"<li>{e(r)}</li>" for r in reasons) + "</ul>" if reasons else "")
                 + "</div>")
@@ -130,6 +131,11 @@ def render_html(record: dict, files: list[str]) -> str:
     if et[1]:
         body.append("<h3>Did the improvement do what it is documented to do?</h3>" + html_table(et, cls="effects"))
     body.append("<h3>Checks per model</h3>" + html_table(tables.table_checks(record), cls="checks"))
+    st = tables.table_seed_spread(record)
+    if st[1]:
+        body.append("<h3>Across training seeds</h3><p class='meta'>Each recipe trained with several seeds: the spread "
+                    "between training runs, and each change paired seed by seed (t-interval across seeds) next to "
+                    "the bootstrap interval over test images.</p>" + html_table(st, cls="seeds"))
 
     body.append('<h2 id="key">Key figures</h2>' + (html_figures(record, "key") or "<p class='meta'>No figures.</p>"))
     tt = tables.table_thresholds(record)
@@ -210,13 +216,16 @@ def render_html(record: dict, files: list[str]) -> str:
             body.append(f"<h3>{e(sec.capitalize() if sec != 'classes' else 'Per-class figures')}</h3>{figs}")
 
     body.append('<h2 id="gates">Gates</h2>')
-    failed = tables.table_gates(record, "failed")
+    failed = tables.table_gates(record, ("failed", "xpass"))
+    expected = tables.table_gates(record, "xfail")
     na = tables.table_gates(record, "n/a")
     passed = tables.table_gates(record, "passed")
-    if not (failed[1] or na[1] or passed[1]):
+    if not (failed[1] or expected[1] or na[1] or passed[1]):
         body.append("<p>No gates were checked in this run.</p>")
     if failed[1]:
         body.append(f"<h3>Failed ({len(failed[1])})</h3>" + html_table(failed, lambda r: "failed", "gates"))
+    if expected[1]:
+        body.append(_fold(f"Failed as gates.toml expects ({len(expected[1])})", html_table(expected, cls="gates"), True))
     if na[1]:
         body.append(_fold(f"Not applicable ({len(na[1])})", html_table(na, cls="gates")))
     if passed[1]:

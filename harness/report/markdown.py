@@ -36,6 +36,9 @@ def summary_markdown(record: dict) -> str:
             "pp = percentage points.")
     section("Did the improvement do what it is documented to do?", tables.table_effects(record))
     section("Checks per model", tables.table_checks(record))
+    section("Across training seeds", tables.table_seed_spread(record),
+            "Spread between training runs; changes paired seed by seed, t-interval across seeds next to the "
+            "bootstrap interval over test images (first seed).")
     section("Wrong predictions by confidence threshold", tables.table_thresholds(record))
     section("Named failure cases", tables.table_named_cases(record))
     section("Failure taxonomy (errors with >= 90% confidence)", tables.table_taxonomy(record),

@@ -86,7 +86,8 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
                 g["images"], g["ids"], g["labels"],
                 class_names(record, max(len(record.get("classes") or []), 1 + int(max(
                     g["labels"].max(initial=0), *[p.max(initial=0) for p in g["preds"].values()])))),
-                {m: g["cams"][m] for m in cam_models}, g["preds"], g["confidences"]),
+                {m: g["cams"][m] for m in cam_models}, g["preds"], g["confidences"],
+                names=record.get("sample_names")),
         ))
     rob = {m: models[m].get("robustness") or {} for m in order}
     curves = {m: {c: [cell["accuracy"] for cell in sevs] for c, sevs in (r.get("corruptions") or {}).items()}
@@ -127,7 +128,7 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
             lambda m=m, ex=ex: figures.failure_mode_examples(
                 ex["images"], ex["ids"], ex["labels"], ex["preds"], ex["confidences"], [str(v) for v in ex["modes"]],
                 class_names(record, max(len(record.get("classes") or []), 1 + int(max(ex["labels"].max(), ex["preds"].max())))),
-                m),
+                m, names=record.get("sample_names")),
         ))
     histories = {m: models[m].get("history") or [] for m in order}
     if any(histories.values()):

@@ -1,0 +1,83 @@
+"""The improvements table of the README, regenerated from the runs' reports.
+
+For every improvement: what it changes in the recipe, its documented effect and source, and
+the effect measured in the newest complete run of ``nox -s "improvement(name=..., dataset=...)"``
+(its paired 95% interval, whether it held), with the expected failures ``gates.toml`` declares.
+``python -m harness improvements --readme README.md`` (``nox -s improvements_table``) rewrites
+the block between the README's markers; an improvement with no run yet is listed as such.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import recipes
+from ..gates import Gates
+from .io import atomic_write_text
+from .tables import fmt, fmt_ci, fmt_delta, metric_kind
+
+START, END = "<!-- improvements:start -->", "<!-- improvements:end -->"
+
+
+def newest_runs(reports: Path, dataset: str, profile: str) -> dict[str, dict]:
+    """candidate -> the newest complete run record comparing it with the baseline."""
+    found: dict[str, tuple[str, dict]] = {}
+    for results in reports.glob("*/results.json"):
+        if results.parent.name.startswith(".") or results.parent.is_symlink():
+            continue
+        try:
+            rec = json.loads(results.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        run = rec.get("run") or {}
+        if run.get("dataset") != dataset or run.get("profile") != profile or run.get("complete") is False:
+            continue
+        for cand in rec.get("comparisons") or {}:
+            stamp = run.get("started_utc") or ""
+            if cand not in found or stamp > found[cand][0]:
+                found[cand] = (stamp, {**rec, "_dir": results.parent.name})
+    return {c: r for c, (_, r) in found.items()}
+
+
+def _change(name: str) -> str:
+    return ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in recipes.IMPROVEMENTS[name].items())
+
+
+def table(reports: Path, gates: Gates, dataset: str = "fashion-mnist", profile: str = "smoke") -> str:
+    runs = newest_runs(reports, dataset, profile)
+    rows = ["| improvement | recipe change | documented effect (source) | measured on "
+            f"{dataset} {profile}: change [95% CI] | held | accuracy change [95% CI] | expected to fail on {profile} |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, effect in recipes.DOCUMENTED_EFFECTS.items():
+        gate_profile = profile + ("-imbalance" if name in ("class-weights", "focal-loss") else "")
+        xfail = gates.expected_failures(dataset, gate_profile, name)
+        xf = "; ".join(f"`{k}`: {v}" for k, v in xfail.items()) or "-"
+        rec = runs.get(name)
+        if rec is None:
+            rows.append(f"| {name} | {_change(name)} | {effect.text} ({effect.source}) | not measured yet: "
+                        f"`nox -s \"improvement(name='{name}', dataset='{dataset}')\"` | - | - | {xf} |")
+            continue
+        cmp = rec["comparisons"][name]
+        checks = cmp.get("effect_checks") or []
+        measured = "; ".join(
+            f"{c['metric']} {fmt_delta(c.get('delta'), metric_kind(rec, c['metric']))} "
+            f"{fmt_ci(c.get('ci'), metric_kind(rec, c['metric']))}" if c.get("delta") is not None
+            else f"{c['metric']}: n/a" for c in checks) or "-"
+        held = {True: "yes", False: "no", None: "n/a"}[cmp.get("effect_held")]
+        acc = (cmp.get("metric_deltas") or {}).get("accuracy") or {}
+        accuracy = f"{fmt_delta(acc.get('delta'), 'pct')} {fmt_ci(acc.get('ci'), 'pct')}" if acc.get("delta") is not None \
+            else "-"
+        base = ((rec.get("models") or {}).get("baseline") or {}).get("metrics", {}).get("accuracy")
+        rows.append(f"| {name} | {_change(name)} | {effect.text} ({effect.source}) | {measured} (run "
+                    f"`{rec['_dir']}`, baseline accuracy {fmt(base, 'pct')}) | {held} | {accuracy} | {xf} |")
+    return "\n".join(rows)
+
+
+def rewrite_readme(readme: Path, text: str) -> None:
+    doc = readme.read_text(encoding="utf-8")
+    if START not in doc or END not in doc:
+        raise ValueError(f"{readme} has no {START} ... {END} block to rewrite")
+    head, rest = doc.split(START, 1)
+    _, tail = rest.split(END, 1)
+    atomic_write_text(readme, f"{head}{START}\n{text}\n{END}{tail}")
