@@ -181,8 +181,8 @@ class Effect:
 
 
 DOCUMENTED_EFFECTS: dict[str, Effect] = {
-    "augment": Effect("lower test loss at about the same accuracy",
-                      "seed 000: loss 0.3203 -> 0.2168", (("loss", "improves"),)),
+    "augment": Effect("lower test loss at about the same accuracy, fewer >=99%-confident errors",
+                      "seed 000: loss 0.3203 -> 0.2168", (("loss", "improves"), ("confident_errors_99", "improves"))),
     "cutmix": Effect("higher accuracy and far fewer >=99%-confident errors",
                      "seed 001: 60.69% -> 75.70%, >=99% errors 54 -> 1",
                      (("accuracy", "improves"), ("confident_errors_99", "improves"))),
@@ -196,12 +196,14 @@ DOCUMENTED_EFFECTS: dict[str, Effect] = {
                            (("brightness_accuracy", "improves"), ("contrast_accuracy", "improves"))),
     "temperature-scaling": Effect("lower test NLL with the baseline's predictions", "Guo et al. 2017",
                                   (("loss", "improves"),)),
-    "class-weights": Effect("higher worst-class and balanced accuracy on a long-tailed training set",
+    # balanced accuracy: "not_worse", because on a balanced test set it moves only with accuracy
+    # (gates.toml [fashion-mnist.smoke-imbalance.class-weights.vs_baseline] has the figures)
+    "class-weights": Effect("higher worst-class accuracy on a long-tailed training set, balanced accuracy kept",
                             "seed 003 (class imbalance)",
-                            (("worst_class_accuracy", "improves"), ("balanced_accuracy", "improves"))),
-    "focal-loss": Effect("higher worst-class and balanced accuracy on a long-tailed training set",
+                            (("worst_class_accuracy", "improves"), ("balanced_accuracy", "not_worse"))),
+    "focal-loss": Effect("higher worst-class accuracy on a long-tailed training set, balanced accuracy kept",
                          "Lin et al. 2017; seed 003",
-                         (("worst_class_accuracy", "improves"), ("balanced_accuracy", "improves"))),
+                         (("worst_class_accuracy", "improves"), ("balanced_accuracy", "not_worse"))),
     "fgsm-training": Effect("higher accuracy under an FGSM attack", "seed 003 (adversarial training)",
                             (("fgsm_accuracy", "improves"),)),
 }

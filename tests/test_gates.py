@@ -164,12 +164,25 @@ def test_a_run_with_no_table_for_a_model_is_refused(tmp_path):
 def test_committed_gates_file_is_valid_and_every_seed_improvement_has_a_comparison():
     g = Gates.load(ROOT / "gates.toml")
     base = g.absolute("fashion-mnist", "smoke", "baseline")
-    assert base["accuracy_min"].bound >= 0.85  # the smoke baseline reaches 85%
+    assert base["accuracy_min"].bound >= 0.84  # the smoke baseline reaches 85.6-87.1% (seeds 42-45)
     for ds, profile, model in [("cifar100", "full", "cutmix"), ("fashion-mnist", "full", "augment")]:
         assert g.relative(ds, profile, model), f"no relative gates for {ds}/{profile}/{model}"
     for ds in recipes.BASELINES:
         for profile in ("smoke", "full"):
             g.check_run(ds, profile, ["baseline", recipes.DEFAULT_CANDIDATE[ds]], recipes.BASELINES, recipes.names())
+
+
+def test_every_improvement_has_its_documented_effect_gated_on_fashion_mnist_smoke():
+    """Each improvement's documented effect is a gate on its paired interval (issue 14); every
+    expected failure says why."""
+    g = Gates.load(ROOT / "gates.toml")
+    for name, effect in recipes.DOCUMENTED_EFFECTS.items():
+        profile = "smoke-imbalance" if name in ("class-weights", "focal-loss") else "smoke"
+        rel = g.relative("fashion-mnist", profile, name)
+        gated = {gate.metric for key, gate in rel.items() if gate.kind == "effect"}
+        assert {metric for metric, _ in effect.checks} <= gated, (name, gated)
+        for key, why in g.expected_failures("fashion-mnist", profile, name).items():
+            assert len(why) > 40, (name, key)
 
 
 # ------------------------------------------------------------------ fuzzing: any document -> valid or a clear error

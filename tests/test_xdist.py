@@ -139,3 +139,18 @@ def test_seeds_train_each_recipe_n_times_over_the_workers_and_report_the_spread(
     assert all(g["status"] == "n/a" and "gated on the mean over 3 seeds" in g["message"]
                for g in gates if g["model"] != "baseline")
     assert "Across training seeds" in (world.path / "r" / "latest" / "index.html").read_text()
+
+
+def test_seeds_pair_each_candidate_with_the_baseline_of_its_seed(world):
+    result = world.runpytest_subprocess(*_args("r"), "--seeds", "2", "--candidate", "augment", timeout=900)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    results = _results(world.path / "r")
+    assert sorted(results["models"]) == ["augment", "augment@s43", "baseline", "baseline@s43"]
+    assert results["comparisons"]["augment"]["against"] == "baseline"
+    assert results["comparisons"]["augment@s43"]["against"] == "baseline@s43"
+    change = results["seed_spread"]["changes"]["augment"]["accuracy"]
+    m = {k: v["metrics"]["accuracy"] for k, v in results["models"].items()}
+    deltas = [m["augment"] - m["baseline"], m["augment@s43"] - m["baseline@s43"]]
+    assert change["deltas"] == pytest.approx(deltas) and change["delta"] == pytest.approx(sum(deltas) / 2)
+    assert change["seed_ci"][0] <= change["delta"] <= change["seed_ci"][1]
+    assert change["bootstrap_ci"] == results["comparisons"]["augment"]["metric_deltas"]["accuracy"]["ci"]
