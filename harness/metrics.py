@@ -546,7 +546,7 @@ def corruption_ece(ev: Mapping) -> float:
 
 
 @_robust("corruption_ece_over", "the overconfident part of the ECE under the common corruptions, mean over every "
-         "kind and severity (a model made underconfident, as label smoothing makes it, is not penalised)", LOWER,
+         "kind and severity", LOWER,
          "probability")
 def corruption_ece_over(ev: Mapping) -> float:
     return float(np.mean([ece_over(s) for sevs in corruption_table(ev).values() for s in sevs]))

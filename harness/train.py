@@ -228,7 +228,10 @@ class Runtime:
         return {"amp": self.amp, "channels_last": self.channels_last, "fused": self.fused, "compile": self.compile}
 
     def to_dict(self) -> dict:
-        return {**self.key_fields(), "deterministic": self.deterministic}
+        # CPU thread count: it changes the trained numbers (1 vs 2 threads differ after 20 Adam
+        # steps), so it is recorded; not keyed, so that a cache shared by machines with
+        # different core counts (or xdist workers) serves one model per recipe to all of them
+        return {**self.key_fields(), "deterministic": self.deterministic, "cpu_threads": torch.get_num_threads()}
 
 
 NAN_CHECK_EVERY = 25  # CUDA: steps between checks of the loss (a check waits for the device)

@@ -256,7 +256,7 @@ def test_summary_md_opens_with_the_verdict_and_the_comparison_and_ends_with_the_
         assert f"{rec['models'][m]['metrics']['accuracy'] * 100:.2f}%" in head
         assert f"{rec['models'][m]['metrics']['ece']:.4f}" in head
     acc = rec["comparisons"]["augment"]["metric_deltas"]["accuracy"]
-    assert f"{acc['delta'] * 100:+.2f} pp [{acc['ci'][0] * 100:+.2f}, {acc['ci'][1] * 100:+.2f}] pp" in head
+    assert f"{acc['delta'] * 100:+.2f} [{acc['ci'][0] * 100:+.2f}, {acc['ci'][1] * 100:+.2f}] pp" in head
     effects = text.split("## Did the improvement do what it is documented to do?")[1].split("## ")[0]
     assert "| augment " in effects and "| yes " in effects and "loss " in effects
     fail_row = next(ln for ln in text.splitlines() if ln.startswith("| FAIL "))

@@ -44,7 +44,7 @@ def test_battery_per_dataset():
     assert len(grey.corruptions) == 14 and "saturate" not in grey.corruptions
     assert len(colour.corruptions) == 15 and "saturate" in colour.corruptions
     assert grey.reference_eps == 0.05 and colour.reference_eps == pytest.approx(2 / 255)
-    assert grey.attack_samples == 250 and colour.attack_samples == 10_000
+    assert grey.attack_samples == 500 and colour.attack_samples == 10_000
     assert len(grey.robustness_conditions()) == 1 + 70 + 1 + 2 + 4 + 3 + 1
     assert stress.battery("fashion-mnist", (1, 28, 28), "smoke", flip_invariant=False).hflip is False
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import recipes
 from ..gates import Gates
 from .io import atomic_write_text
-from .tables import fmt, fmt_ci, fmt_delta, metric_kind
+from .tables import fmt, fmt_change, metric_kind
 
 START, END = "<!-- improvements:start -->", "<!-- improvements:end -->"
 
@@ -40,8 +40,12 @@ def newest_runs(reports: Path, dataset: str, profile: str) -> dict[str, dict]:
     return {c: r for c, (_, r) in found.items()}
 
 
-def _change(name: str) -> str:
-    return ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in recipes.IMPROVEMENTS[name].items())
+def _change(name: str, dataset: str) -> str:
+    """The recipe fields the improvement changes on this dataset, with their values."""
+    base = recipes.BASELINES[dataset]
+    diff = base.diff(recipes.improve(base, name))
+    return ", ".join(f"{k} = {new:g}" if isinstance(new, float) else f"{k} = {new}"
+                     for k, (_, new) in diff.items() if k != "name")
 
 
 def table(reports: Path, gates: Gates, dataset: str = "fashion-mnist", profile: str = "smoke") -> str:
@@ -55,21 +59,21 @@ def table(reports: Path, gates: Gates, dataset: str = "fashion-mnist", profile: 
         xf = "; ".join(f"`{k}`: {v}" for k, v in xfail.items()) or "-"
         rec = runs.get(name)
         if rec is None:
-            rows.append(f"| {name} | {_change(name)} | {effect.text} ({effect.source}) | not measured yet: "
+            rows.append(f"| {name} | {_change(name, dataset)} | {effect.text} ({effect.source}) | not measured yet: "
                         f"`nox -s \"improvement(name='{name}', dataset='{dataset}')\"` | - | - | {xf} |")
             continue
         cmp = rec["comparisons"][name]
         checks = cmp.get("effect_checks") or []
         measured = "; ".join(
-            f"{c['metric']} {fmt_delta(c.get('delta'), metric_kind(rec, c['metric']))} "
-            f"{fmt_ci(c.get('ci'), metric_kind(rec, c['metric']))}" if c.get("delta") is not None
+            f"{c['metric']} {fmt_change(c.get('delta'), c.get('ci'), metric_kind(rec, c['metric']))}"
+            if c.get("delta") is not None
             else f"{c['metric']}: n/a" for c in checks) or "-"
         held = {True: "yes", False: "no", None: "n/a"}[cmp.get("effect_held")]
         acc = (cmp.get("metric_deltas") or {}).get("accuracy") or {}
-        accuracy = f"{fmt_delta(acc.get('delta'), 'pct')} {fmt_ci(acc.get('ci'), 'pct')}" if acc.get("delta") is not None \
+        accuracy = fmt_change(acc.get("delta"), acc.get("ci"), "pct") if acc.get("delta") is not None \
             else "-"
         base = ((rec.get("models") or {}).get("baseline") or {}).get("metrics", {}).get("accuracy")
-        rows.append(f"| {name} | {_change(name)} | {effect.text} ({effect.source}) | {measured} (run "
+        rows.append(f"| {name} | {_change(name, dataset)} | {effect.text} ({effect.source}) | {measured} (run "
                     f"`{rec['_dir']}`, baseline accuracy {fmt(base, 'pct')}) | {held} | {accuracy} | {xf} |")
     return "\n".join(rows)
 

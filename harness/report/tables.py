@@ -87,6 +87,14 @@ def fmt_ci(ci, kind: str = "num") -> str:
     return f"[{lo:+.4f}, {hi:+.4f}]"
 
 
+def fmt_change(d, ci, kind: str = "num") -> str:
+    """A change with its interval: ``+1.28 [+0.74, +1.84] pp`` (the unit once)."""
+    delta, interval = fmt_delta(d, kind), fmt_ci(ci, kind)
+    if kind == "pct" and interval != DASH and delta != DASH:
+        return f"{delta.removesuffix(' pp')} {interval}"
+    return f"{delta} {interval}"
+
+
 def fmt_value(v) -> str:
     if v is None:
         return DASH
@@ -142,7 +150,7 @@ def table_headline(record: dict) -> Table:
         row = [key, *[fmt(v, kind) for v in vals]]
         for c in cands:
             d = ((record.get("comparisons") or {}).get(c) or {}).get("metric_deltas", {}).get(key) or {}
-            row.append(f"{fmt_delta(d.get('delta'), kind)} {fmt_ci(d.get('ci'), kind)}" if d.get("delta") is not None
+            row.append(fmt_change(d.get('delta'), d.get('ci'), kind) if d.get("delta") is not None
                        else DASH)
         rows.append(row)
     return headers, rows
@@ -160,7 +168,7 @@ def table_effects(record: dict) -> Table:
             if chk.get("delta") is None:
                 ev.append(f"{chk.get('metric')}: not applicable ({chk.get('not_applicable', '')})")
             else:
-                ev.append(f"{chk['metric']} {fmt_delta(chk['delta'], kind)} {fmt_ci(chk.get('ci'), kind)} "
+                ev.append(f"{chk['metric']} {fmt_change(chk['delta'], chk.get('ci'), kind)} "
                           f"({chk.get('expect')}: {_held(chk.get('held'))})")
         rows.append([c, str(cmp.get("expected_effect") or "no documented effect (a recipe of your own)"),
                      _held(cmp.get("effect_held")), "; ".join(ev) or DASH])
@@ -294,7 +302,7 @@ def table_comparisons(record: dict) -> Table:
         acc = (cmp.get("metric_deltas") or {}).get("accuracy") or {}
         rows.append([
             c, str(cmp.get("against", record.get("baseline", DASH))),
-            f"{fmt_delta(acc.get('delta'), 'pct')} {fmt_ci(acc.get('ci'), 'pct')}",
+            fmt_change(acc.get('delta'), acc.get('ci'), 'pct'),
             fmt(cmp.get("mcnemar_p"), "p"), fmt(corr, "int"), fmt(reg, "int"),
             fmt_delta(corr - reg, "int") if is_num(corr) and is_num(reg) else DASH,
             fmt(cmp.get("both_wrong"), "int"), fmt(cmp.get("both_wrong_lower_confidence_share"), "pct"),
@@ -336,7 +344,7 @@ def table_seed_spread(record: dict) -> Table:
                 recipe, key, f"{fmt(v.get('mean'), kind)} ± {fmt(v.get('std'), kind)}",
                 f"{fmt(v.get('min'), kind)} – {fmt(v.get('max'), kind)}",
                 ", ".join(fmt(x, kind) for x in v.get("values") or []),
-                f"{fmt_delta(ch.get('delta'), kind)} {fmt_ci(ch.get('seed_ci'), kind)}" if ch else DASH,
+                fmt_change(ch.get('delta'), ch.get('seed_ci'), kind) if ch else DASH,
                 fmt_ci(ch.get("bootstrap_ci"), kind) if ch.get("bootstrap_ci") else DASH,
             ])
     return headers, rows
