@@ -160,6 +160,8 @@ def table_effects(record: dict) -> Table:
     """Per candidate: its documented effect, whether it held, and the evidence."""
     headers = ["Candidate", "Documented effect", "Held", "Evidence (change [95% CI], expectation)"]
     rows = []
+    expected = {(g.get("model"), g.get("metric")) for g in record.get("gates") or []
+                if g.get("kind") == "effect" and g.get("status") == "xfail"}
     for c, cmp in (record.get("comparisons") or {}).items():
         checks = cmp.get("effect_checks") or []
         ev = []
@@ -168,8 +170,9 @@ def table_effects(record: dict) -> Table:
             if chk.get("delta") is None:
                 ev.append(f"{chk.get('metric')}: not applicable ({chk.get('not_applicable', '')})")
             else:
+                note = ", expected on this profile: see the gate" if (c, chk.get("metric")) in expected else ""
                 ev.append(f"{chk['metric']} {fmt_change(chk['delta'], chk.get('ci'), kind)} "
-                          f"({chk.get('expect')}: {_held(chk.get('held'))})")
+                          f"({chk.get('expect')}: {_held(chk.get('held'))}{note})")
         rows.append([c, str(cmp.get("expected_effect") or "no documented effect (a recipe of your own)"),
                      _held(cmp.get("effect_held")), "; ".join(ev) or DASH])
     return headers, rows
