@@ -34,8 +34,9 @@ from .metrics import NotApplicable, Samples
 from .train import TrainResult, select_training_indices, train_sample_indices
 
 STRESS_SEED = 0
-# Evidence read straight from the stored logits: cheaper to rebuild than to share.
-_LOCAL_KINDS = frozenset({"test", "val", "train_sample"})
+# Evidence read straight from the stored logits and the recipe: cheaper to rebuild than to
+# share between processes, and always at hand for the report's table of numbers.
+CHEAP_KINDS = frozenset({"test", "val", "train_sample", "class_frequency"})
 
 
 class EvidenceStore:
@@ -67,10 +68,6 @@ class EvidenceStore:
             return pickle.load(f)
 
     def get_or_measure(self, model: str, kind: str, measure: Callable[[], object]):
-        import os
-        import pickle
-        import tempfile
-
         from filelock import FileLock
 
         path = self._path(model, kind)
@@ -79,11 +76,18 @@ class EvidenceStore:
             if path.exists():
                 return self.read(model, kind)
             value = measure()
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, path)
+            write_pickle(path, value)
             return value
+
+
+def write_pickle(path, value) -> None:
+    """``value`` pickled into ``path`` atomically (the report's atomic writer): a reader sees
+    the whole file or none."""
+    import pickle
+
+    from .report.io import atomic_write_bytes
+
+    atomic_write_bytes(path, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,7 @@ class ModelEvaluation:
             return base.evidence(kind.split(".", 1)[1])
         if kind not in self._evidence:
             measure = getattr(self, f"_evidence_{kind}")
-            if self.store is None or kind in _LOCAL_KINDS:
+            if self.store is None or kind in CHEAP_KINDS:
                 self._evidence[kind] = measure()
             else:
                 self._evidence[kind] = self.store.get_or_measure(self.name, kind, measure)
@@ -272,9 +276,8 @@ class ModelEvaluation:
         """Every whole-model metric whose evidence is at hand (the splits' always: their logits
         come with the model), None where it does not apply; the report's table of numbers."""
         out: dict[str, float | None] = {}
-        cheap = {"test", "val", "train_sample", "class_frequency"}
         for name, m in metrics.REGISTRY.items():
-            if m.per is not None or not all(k in self._evidence or k in cheap for k in m.needs):
+            if m.per is not None or not all(k in self._evidence or k in CHEAP_KINDS for k in m.needs):
                 continue
             try:
                 out[name] = self.value(name)
