@@ -14,6 +14,7 @@ the mean intensity of each class's squares, scaled by ``sharpness``. ``good`` is
 overconfident      the same reader with 10x sharper logits: confident errors, high ECE
 underconfident     much flatter logits: nothing reaches 70% confidence, underconfident ECE
 blind-class        never predicts class 3
+blind-rare         never predicts classes 7-9, the rarest ones of a long-tailed run
 memoriser          recalls the labels of the training images exactly, guesses elsewhere
 noise-fragile      reads one thresholded pixel per class: additive noise flips it
 one-copy           reads only the left square, through a threshold: one grey patch hides it
@@ -182,6 +183,10 @@ def planted(name: str, dataset) -> nn.Module:
     if name == "blind-class":
         bias = torch.zeros(10)
         bias[3] = -100.0
+        return RegionReader(bias=bias)
+    if name == "blind-rare":  # never predicts classes 7-9, the rarest of a long-tailed run
+        bias = torch.zeros(10)
+        bias[7:] = -100.0
         return RegionReader(bias=bias)
     if name == "memoriser":  # the training split only: the validation images stay unseen
         return Memoriser(dataset.train_x[dataset.train_idx], dataset.train_y[dataset.train_idx])

@@ -172,6 +172,20 @@ def test_committed_gates_file_is_valid_and_every_seed_improvement_has_a_comparis
             g.check_run(ds, profile, ["baseline", recipes.DEFAULT_CANDIDATE[ds]], recipes.BASELINES, recipes.names())
 
 
+def test_every_absolute_bound_in_gates_toml_is_checked_by_a_stress_test():
+    """A bound no stress test measures can never fail (corruption_ece_over once was one)."""
+    g = Gates.load(ROOT / "gates.toml")
+    src = "".join(p.read_text() for p in (ROOT / "stress_tests").glob("test_*.py"))
+    bounded = {gate.metric for absolute, _ in g._parsed.values() for gate in absolute.values()}
+
+    def measured(metric: str) -> bool:
+        if metric.startswith("confident_errors_"):  # test_confidence.py: f"confident_errors_{threshold}"
+            return 'gate(f"confident_errors_{threshold}")' in src and metric.rsplit("_", 1)[1] in src
+        return f'"{metric}"' in src
+
+    assert not sorted(m for m in bounded if not measured(m))
+
+
 def test_every_improvement_has_its_documented_effect_gated_on_fashion_mnist_smoke():
     """Each improvement's documented effect is a gate on its paired interval (issue 14); every
     expected failure says why."""

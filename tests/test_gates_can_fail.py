@@ -180,3 +180,40 @@ def test_gates_file_mistakes_stop_the_run_before_training(pytester, monkeypatch,
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert re.search(message, result.stderr.str()), result.stderr.str()
     assert not (pytester.path / "cache").exists()  # nothing was trained
+
+
+LONG_TAILED_GATES = '''
+[fashion-mnist.smoke-imbalance.default]
+accuracy_min = 0.5
+rare_class_accuracy_min = 0.6
+corruption_ece_over_max = 0.04
+'''
+
+
+def test_long_tailed_and_corruption_calibration_gates_fail_on_their_planted_models(pytester, monkeypatch):
+    """rare_class_accuracy: a model that never predicts the rarest classes of a long-tailed run
+    (measured 0.24 against the good model's 0.91); corruption_ece_over: the 10x sharper reader
+    stays overconfident on corrupted images (0.090 against 0.007; the good model's ECE under
+    corruption, 0.085, is underconfidence, which this gate does not count)."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    shutil.copytree(ROOT / "stress_tests", pytester.path / "stress_tests", ignore=shutil.ignore_patterns("__pycache__"))
+    pytester.makeconftest(CONFTEST.format(tests=str(ROOT / "tests")))
+    (pytester.path / "g.toml").write_text(LONG_TAILED_GATES)
+    write_idx_world(pytester.path / "data", n_test=400)
+    args = []
+    for name in ("overconfident", "blind-rare"):
+        (pytester.path / f"{name}.toml").write_text(f'name = "{name}"\nbase = "baseline"\n')
+        args += ["--recipe-file", f"{name}.toml"]
+    result = pytester.runpytest_subprocess(
+        "stress_tests", "--baseline-only", "--imbalance", "0.1", "--data-root", "data", "--gates", "g.toml",
+        "--no-report", "-p", "no:cacheprovider", "-rf", "-vv", "-k", "rare_class or corruptions", *args, timeout=600)
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, out
+    failed = {m.group(1): m.group(2) for m in re.finditer(r"^FAILED stress_tests/\S+::(\S+) - (.*)$", out, re.M)}
+    src = r"\(g\.toml \[fashion-mnist\.smoke-imbalance\.default\]\)"
+    assert re.search(r"rare_class_accuracy=0\.[0-4]\d* < min 0\.6 " + src,
+                     failed["test_rare_class_accuracy[fashion-mnist-blind-rare]"])
+    assert re.search(r"corruption_ece_over=0\.0[5-9]\d* > max 0\.04 " + src,
+                     failed["test_corruptions[fashion-mnist-overconfident-corruption_ece_over]"])
+    assert not [t for t in failed if "-baseline" in t], out
+    assert "test_rare_class_accuracy[fashion-mnist-overconfident]" not in failed
