@@ -74,6 +74,64 @@ def _bench(args) -> int:
     return 0
 
 
+def _calibrate(args) -> int:
+    import shlex
+    from pathlib import Path
+
+    from . import calibrate
+
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
+    if args.seeds < 2 or any(t < 1 for t in threads) or not threads:
+        raise ValueError("calibrate needs --seeds 2 or more (5 at least for bounds worth having) and thread counts "
+                         ">= 1 (--threads 1,2)")
+    profile = args.profile
+    out = Path(args.out) if args.out else Path("gates") / f"{Path(args.dataset).stem}.{profile}"\
+        f"{'-imbalance' if args.imbalance != 1.0 else ''}.toml"
+    command = "python -m harness " + " ".join(shlex.quote(a) for a in args.argv)
+    print(f"[calibrate] {args.dataset} {profile}: models baseline{''.join(', ' + c for c in args.candidate or [])}; "
+          f"seeds {seeds[0]}-{seeds[-1]} x threads {', '.join(map(str, threads))} = {len(seeds) * len(threads)} runs; "
+          f"k = {calibrate.tolerance_factor(len(seeds), args.coverage, args.confidence):.2f}", file=sys.stderr)
+    summary = calibrate.calibrate(
+        args.dataset, profile, seeds, threads, args.candidate or [], out, Path(args.gates),
+        calibrate.Rule(args.coverage, args.confidence), imbalance=args.imbalance, data_root=args.data_root,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None, jobs=args.jobs, command=command,
+        progress=lambda line: print(line, file=sys.stderr), recipe_files=tuple(args.recipe_file or ()),
+        image_size=args.image_size, arch=args.arch)
+    for model, d in summary["tables"].items():
+        n = sum(len(b) if isinstance(b, dict) else 1 for b in d.bounds.values())
+        print(f"{model}: {n} bounds, {len(d.unbounded)} left unbounded, {len(d.expected)} expected failure(s)")
+        for key, ev in summary["effects"].get(model, ({}, {}, {}))[1].items():
+            print(f"  {key} effect: per-seed changes {', '.join(f'{x:+.4g}' for x in ev['per_seed'])}; interval "
+                  f"across seeds [{ev['seed_ci'][0]:+.4g}, {ev['seed_ci'][1]:+.4g}]: "
+                  f"{'held' if ev['held_across_seeds'] else 'NOT held'}")
+    print(f"wrote {out} in {summary['seconds']:.0f}s ({len(summary['results'])} runs)")
+    return 0
+
+
+def _seed_range(text: str) -> list[int]:
+    """``100-109`` or ``100,105,107`` -> seeds."""
+    out: list[int] = []
+    for part in str(text).split(","):
+        lo, sep, hi = part.strip().partition("-")
+        out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+    return out
+
+
+def _audit(args) -> int:
+    from pathlib import Path
+
+    from . import audit
+
+    out = audit.audit(args.dataset, args.profile, _seed_range(args.seeds), [int(t) for t in args.threads.split(",")],
+                      Path(args.gates), Path(args.out), args.defect_seed,
+                      Path(args.cache_dir) if args.cache_dir else None, not args.no_false_alarms, not args.no_defects,
+                      progress=lambda line: print(line, file=sys.stderr))
+    print((out / "audit.md").read_text())
+    print(f"wrote {out}/audit.md and audit.json")
+    return 0
+
+
 def _report(args) -> int:
     from . import report
 
@@ -133,6 +191,43 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="also write the figures to this JSON file")
     b.set_defaults(func=_bench)
 
+    k = sub.add_parser("calibrate", help="train N seeds at each CPU thread count, measure every gated metric and write "
+                       "a gates table whose bounds come from the measured spread, with their evidence")
+    k.add_argument("--dataset", required=True, help="a built-in dataset, a folder or .npz of your own, or a registered name")
+    k.add_argument("--profile", default="smoke", choices=recipes.PROFILES)
+    k.add_argument("--seeds", type=int, default=10, help="training seeds (default 10; at least 5 for useful bounds)")
+    k.add_argument("--first-seed", type=int, default=42, help="the first seed (default 42): seeds S, S+1, ...")
+    k.add_argument("--threads", default="1,2", help="CPU thread counts to train each seed with (default 1,2: their "
+                   "different summation orders stand in for other CPUs)")
+    k.add_argument("--candidate", action="append", choices=[n for n in recipes.names() if n != "baseline"],
+                   help="improvement(s) to calibrate next to the baseline (repeatable)")
+    k.add_argument("--recipe-file", action="append", help="a TOML recipe of your own to calibrate too (repeatable)")
+    k.add_argument("--imbalance", type=float, default=1.0, help="long-tailed training subsample (gates: <profile>-imbalance)")
+    k.add_argument("--image-size", type=int, default=None, help="your own data: resize to N x N")
+    k.add_argument("--arch", default=None, help="the architecture (as the suite's --arch)")
+    k.add_argument("--coverage", type=float, default=0.9999, help="share of runs each bound must pass (default 0.9999)")
+    k.add_argument("--confidence", type=float, default=0.95, help="confidence of the tolerance bound (default 0.95)")
+    k.add_argument("--gates", default="gates.toml", help="the gates file whose policy tables the calibration respects")
+    k.add_argument("--out", help="the gates file to write (default gates/<dataset>.<profile>.toml)")
+    k.add_argument("--data-root")
+    k.add_argument("--cache-dir", help="model cache root (each thread count trains into its own threads-<t> folder)")
+    k.add_argument("--jobs", type=int, default=None, help="runs at a time (default: cores / threads)")
+    k.set_defaults(func=_calibrate)
+
+    a = sub.add_parser("audit", help="false alarms of the shipped gates (the main command on uncalibrated seeds at 1 and "
+                       "2 threads, from an empty cache) and detection limits (graded planted defects)")
+    a.add_argument("--dataset", default="fashion-mnist")
+    a.add_argument("--profile", default="smoke", choices=recipes.PROFILES)
+    a.add_argument("--seeds", default="100-109", help="seeds the calibration did not use: 100-109 or 100,103")
+    a.add_argument("--threads", default="1,2")
+    a.add_argument("--defect-seed", type=int, default=42, help="the seed of the sound baseline defects are planted in")
+    a.add_argument("--gates", default="gates.toml")
+    a.add_argument("--out", default="reports/audit")
+    a.add_argument("--cache-dir", help="model cache of the sound baseline (the false-alarm runs use empty ones)")
+    a.add_argument("--no-false-alarms", action="store_true")
+    a.add_argument("--no-defects", action="store_true")
+    a.set_defaults(func=_audit)
+
     r = sub.add_parser("report", help="rebuild index.html, summary.md and figures of a run from its results.json")
     r.add_argument("run_dir")
     r.set_defaults(func=_report)
@@ -155,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except (data_mod.DatasetNotFoundError, data_mod.DatasetFormatError, ValueError, RuntimeError) as exc:

@@ -5,8 +5,10 @@
 * Any paired metric of ``metrics.REGISTRY``: a paired bootstrap 95% interval of
   (candidate - baseline), resampling images with the same indices for both models,
   percentile method, seeded. Every metric is resampled with the same index sequence.
-* An effect "holds" when the whole interval lies on the metric's improving side; it is
-  "not worse" when the interval does not lie wholly on the harmful side.
+* An effect "improves" when the whole interval lies on the metric's improving side; it is
+  "not worse" when the interval's harmful end is within a stated margin of no change.
+* Across training seeds: the t-interval of the mean per-seed paired change, and the share of
+  seeds on which the candidate is better (``better_share``).
 """
 
 from __future__ import annotations
@@ -119,18 +121,31 @@ def improves(ci, direction: str) -> bool:
     return bool(ci[1] < 0) if direction == LOWER else bool(ci[0] > 0) if direction == HIGHER else False
 
 
-def harmful(ci, direction: str) -> bool:
-    """The whole interval lies on the harmful side of zero."""
-    return bool(ci[0] > 0) if direction == LOWER else bool(ci[1] < 0) if direction == HIGHER else False
+def harmful(ci, direction: str, margin: float = 0.0) -> bool:
+    """The interval admits a harmful change larger than ``margin``: its harmful end lies
+    beyond the margin (the failed half of a non-inferiority test)."""
+    return bool(ci[1] > margin) if direction == LOWER else bool(ci[0] < -margin) if direction == HIGHER else False
 
 
-def effect_holds(expect: str, ci, direction: str) -> bool:
-    """``improves``: interval on the improving side; ``not_worse``: not wholly on the harmful side."""
+def effect_holds(expect: str, ci, direction: str, margin: float = 0.0) -> bool:
+    """``improves``: the interval lies on the improving side of zero. ``not_worse``
+    (non-inferiority): the interval's harmful end is within ``margin`` of no change."""
     if expect == "improves":
         return improves(ci, direction)
     if expect == "not_worse":
-        return not harmful(ci, direction)
+        return not harmful(ci, direction, margin)
     raise ValueError(f"unknown expectation {expect!r}: use 'improves' or 'not_worse'")
+
+
+def better_share(deltas, direction: str) -> float | None:
+    """The share of paired training seeds on which the candidate beats the baseline (ties count
+    half): an estimate of P(candidate better than baseline) for a new seed, the statistic
+    Bouthillier et al. (MLSys 2021) recommend reporting next to the mean change."""
+    d = np.asarray(deltas, dtype=np.float64)
+    if len(d) == 0 or direction not in (HIGHER, LOWER):
+        return None
+    better = d > 0 if direction == HIGHER else d < 0
+    return float((better.sum() + 0.5 * (d == 0).sum()) / len(d))
 
 
 def compare(base: Samples, cand: Samples, names=COMPARED, n_boot: int = BOOTSTRAP_SAMPLES) -> dict:

@@ -530,20 +530,38 @@ def perturbation_baseline(images, kind: str = "blur") -> torch.Tensor:
     raise ValueError(f"unknown baseline {kind!r}: choose one of {', '.join(BASELINES)}")
 
 
-def _ranks(maps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _ranks(maps: np.ndarray, rng: np.random.Generator, seed: int = 0, ids=None) -> np.ndarray:
     """(M, P) position of each pixel in the most-relevant-first order (ties in random order)."""
     m = maps.reshape(len(maps), -1)
-    order = np.lexsort((rng.random(m.shape), -m), axis=-1)
+    order = np.lexsort((_tie_noise(m.shape, rng, seed, ids), -m), axis=-1)
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(m.shape[1])[None, :].repeat(len(m), 0), axis=-1)
     return ranks
 
 
-def random_maps(n: int, shape: tuple[int, int], size: tuple[int, int], seed: int = 0) -> np.ndarray:
-    """Uniform noise at ``shape`` (the CAM layer's), bilinearly upsampled to ``size``."""
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.rand((n, 1, *shape), generator=g)
+def random_maps(n: int, shape: tuple[int, int], size: tuple[int, int], seed: int = 0, ids=None) -> np.ndarray:
+    """Uniform noise at ``shape`` (the CAM layer's), bilinearly upsampled to ``size``. With
+    ``ids`` (one per image) each image's noise is seeded by its id, so an image gets the same
+    random map whichever set it is explained in."""
+    if ids is None:
+        g = torch.Generator().manual_seed(seed)
+        noise = torch.rand((n, 1, *shape), generator=g)
+    else:
+        noise = torch.stack([torch.rand((1, *shape), generator=torch.Generator().manual_seed(_image_seed(seed, i)))
+                             for i in ids]) if n else torch.zeros((0, 1, *shape))
     return F.interpolate(noise, size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
+
+
+def _image_seed(seed: int, image_id: int) -> int:
+    return (int(seed) * 1_000_003 + int(image_id)) % (2**63)
+
+
+def _tie_noise(shape: tuple[int, ...], rng: np.random.Generator, seed: int, ids) -> np.ndarray:
+    """Random tie-breakers for ``_ranks`` (M, P): from ``rng``, or seeded per image id."""
+    if ids is None:
+        return rng.random(shape)
+    return np.stack([np.random.default_rng(_image_seed(seed, i) + 1).random(shape[1:]) for i in ids]) \
+        if len(ids) else np.zeros(shape)
 
 
 def _fast_copy(model: nn.Module, device: torch.device) -> nn.Module:
@@ -583,8 +601,11 @@ def deletion_insertion(
     seed: int = 0,
     device="cpu",
     batch_size: int = 512,
+    ids=None,
 ) -> dict[str, np.ndarray]:
     """Deletion and insertion curves of ``maps`` (M, H, W) and of a random map per image.
+    ``ids``: one id per image (test ids); the random map and the tie order of an image are
+    then seeded by its id, so its scores do not depend on which other images are in the set.
 
     Returns per image (M,): ``deletion_auc``, ``insertion_auc``, ``random_deletion_auc``,
     ``random_insertion_auc``, ``deletion_gap`` (random - map deletion AUC; > 0 = better than
@@ -607,9 +628,11 @@ def deletion_insertion(
     fractions = np.linspace(0.0, 1.0, steps + 1)
     counts = torch.as_tensor(np.rint(fractions * P).astype(np.int64))
     rng = np.random.default_rng(seed)
-    rnd = random_maps(M, random_shape or (H, W), (H, W), seed)
-    ranks = torch.as_tensor(_ranks(maps, rng))
-    rranks = torch.as_tensor(_ranks(rnd, rng))
+    if ids is not None and len(ids) != M:
+        raise ValueError(f"ids must give one id per image ({M}); got {len(ids)}")
+    rnd = random_maps(M, random_shape or (H, W), (H, W), seed, ids)
+    ranks = torch.as_tensor(_ranks(maps, rng, seed, ids))
+    rranks = torch.as_tensor(_ranks(rnd, rng, seed + 1, ids))
     base = perturbation_baseline(x_all, baseline)
 
     curves = {k: np.full((M, steps + 1), np.nan) for k in ("deletion", "insertion", "random_deletion", "random_insertion")}
@@ -850,8 +873,11 @@ def attention_summary(
     stop_at_cam_layer: bool = False,
     seed: int = 0,
     batch_size: int = 512,
+    ids=None,
 ) -> dict:
-    """All attention metrics for a set of images, per image (arrays of length M):
+    """All attention metrics for a set of images, per image (arrays of length M). With ``ids``
+    (an id per image) and ``randomisation_images=None`` every per-image score is a function
+    of the model and the image alone, whatever else is in the set:
     ``maps`` (M, H, W), ``raw`` (M, h, w), ``targets``, ``reason``, ``gini``, ``entropy``,
     ``top10``, ``deletion_auc``, ``insertion_auc``, ``random_deletion_auc``,
     ``random_insertion_auc``, ``deletion_gap``, ``insertion_gap``; plus ``randomisation``
@@ -866,7 +892,7 @@ def attention_summary(
     t1 = time.perf_counter()
     conc = concentration_metrics(cam.raw)
     faith = deletion_insertion(model, x, cam.maps, cam.targets, steps=steps, baseline=baseline, random_shape=cam.layer_shape,
-                               skip=cam.degenerate, seed=seed, device=device, batch_size=batch_size)
+                               skip=cam.degenerate, seed=seed, device=device, batch_size=batch_size, ids=ids)
     t2 = time.perf_counter()
     rand = None
     if randomisation_images != 0 and len(x):

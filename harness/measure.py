@@ -9,7 +9,8 @@
   split, the same images for every model of a run; ``adversarial``: under attack, on the
   first ``Battery.attack_samples`` images of that subset; ``baseline.<kind>``: the run
   baseline's evidence (for metrics normalised by the baseline, such as mCE);
-* ``attention``: per-image heatmap scores (``explain.py``);
+* ``shared_attention``: per-image heatmap scores (``explain.py``) on the run's shared
+  explanation set; ``attention``: the model's own part of it (what its gates read);
 * ``taxonomy``: the failure modes of the confident errors (``taxonomy.py``).
 
 Nothing here defines a metric: values come from ``metrics.measure``.
@@ -36,7 +37,7 @@ from .train import TrainResult, select_training_indices, train_sample_indices
 STRESS_SEED = 0
 # Evidence read straight from the stored logits and the recipe: cheaper to rebuild than to
 # share between processes, and always at hand for the report's table of numbers.
-CHEAP_KINDS = frozenset({"test", "val", "train_sample", "class_frequency"})
+CHEAP_KINDS = frozenset({"test", "val", "train_sample", "class_frequency", "attention"})
 
 
 class EvidenceStore:
@@ -100,6 +101,31 @@ class Settings:
     cam_method: str = "gradcam"
     cam_layer: str | None = None  # None: the architecture's default (explain.default_cam_layer)
     published: dict | None = None  # CIFAR-C arrays (data.cifar_c) to use instead of synthesising
+
+
+ATTENTION_SEED = 7
+
+
+def explanation_set(name: str, s: Samples, named, errors: int) -> dict[int, list[str]]:
+    """One model's own explanation set, {test position: roles}: the named cases, its ``errors``
+    most confident errors, and for each a right prediction of the same true class (seeded,
+    chosen from this model's predictions alone): a function of the model and the data only."""
+    roles: dict[int, list[str]] = {int(p): ["named"] for p in named}
+    rng = np.random.default_rng(ATTENTION_SEED)
+    wrong = metrics.most_confident_errors(s)[:errors]
+    for p in wrong:
+        roles.setdefault(int(p), []).append(f"error:{name}")
+    for p in wrong:
+        pool = np.flatnonzero(s.hit & (s.labels == s.labels[p]))
+        if len(pool):
+            roles.setdefault(int(rng.choice(pool)), []).append(f"correct:{name}")
+    return roles
+
+
+def as_set(roles: dict[int, list[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """{position: roles} -> (sorted positions, "role,role" per position)."""
+    pos = np.array(sorted(roles), dtype=np.int64)
+    return pos, np.array([",".join(dict.fromkeys(roles[int(p)])) for p in pos], dtype=str)
 
 
 def stress_subset(n_test: int, n: int) -> np.ndarray:
@@ -225,11 +251,13 @@ class ModelEvaluation:
                                 b.occlusion_stride, limit=taxonomy.LIMIT)
 
     def _own_errors(self) -> tuple[np.ndarray, np.ndarray]:
-        s = self.samples("test")
-        pos = metrics.most_confident_errors(s)[: self.settings.cam_samples]
-        return np.sort(pos), np.full(len(pos), f"error:{self.name}")
+        return as_set(explanation_set(self.name, self.samples("test"), [], self.settings.cam_samples))
 
-    def _evidence_attention(self) -> metrics.Attention:
+    def _evidence_shared_attention(self) -> metrics.Attention:
+        """Grad-CAM scores on the run's shared explanation set (the paired comparison and the
+        report). Every per-image score is a function of this model and the image alone
+        (random maps seeded per test id, the randomisation check on every image), so the
+        model's own part of the set (``attention``) does not depend on the run's other models."""
         pos, roles = self._attention_set()
         s = self.samples("test")
         n = len(pos)
@@ -239,7 +267,8 @@ class ModelEvaluation:
         x = to_float(self.data.test_x[torch.as_tensor(pos)])
         targets = s.pred[pos]
         out = explain.attention_summary(self.model, x, targets, method=self.settings.cam_method,
-                                        layer=self.settings.cam_layer, device=self.device)
+                                        layer=self.settings.cam_layer, device=self.device, ids=s.ids[pos],
+                                        randomisation_images=None)
         change = explain.confidence_change(self.model, x, out["maps"], out["targets"], self.device)
         randomised = np.full(n, np.nan)
         rand = out.get("randomisation")
@@ -253,6 +282,15 @@ class ModelEvaluation:
             gini=np.asarray(out["gini"]), entropy=np.asarray(out["entropy"]), top10=np.asarray(out["top10"]),
             deletion_gap=np.asarray(out["deletion_gap"]), insertion_gap=np.asarray(out["insertion_gap"]),
             randomisation=randomised, confidence_change=np.asarray(change, dtype=np.float64))
+
+    def _evidence_attention(self) -> metrics.Attention:
+        """The model's own explanation set (the named cases, its most confident errors and the
+        right predictions of the same classes chosen for it): what its attention metrics are
+        gated on, a function of the model alone."""
+        a = self.evidence("shared_attention")
+        own = {"named", f"error:{self.name}", f"correct:{self.name}"}
+        mask = np.array([bool(own & set(str(r).split(","))) for r in a.roles], dtype=bool)
+        return a.take(np.flatnonzero(mask))
 
     # ------------------------------------------------------------------ values
     def value(self, metric: str, index: int | None = None) -> float:

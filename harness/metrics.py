@@ -47,6 +47,7 @@ hit_i = [pred_i = y_i], p_i(y) the probability of the true class)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
@@ -256,20 +257,46 @@ class Metric:
     needs: tuple[str, ...] = ("test",)
     per: str | None = None  # "class": one value per class
     paired: bool = True  # a function of per-sample arrays of one image set (bootstrap-able)
+    lo: float = -math.inf  # the values the metric can take: [lo, hi]
+    hi: float = math.inf
+    gated: bool = True  # a stress test checks it (False: descriptive, reported only)
+    resolution: str | None = None  # its smallest step: "one" (a count), "image" (1 / images measured), None
 
     def compute(self, *evidence, index: int | None = None) -> float:
         value = self.fn(*evidence) if self.per is None else self.fn(*evidence, index)
         return float(value)
 
+    def can_fail(self, kind: str, bound: float) -> bool:
+        """Whether a ``min`` / ``max`` bound can ever fail: a floor at or below the lowest value
+        the metric can take (or a ceiling at or above its highest) passes every model."""
+        return bound > self.lo if kind == "min" else bound < self.hi
+
+    @property
+    def range_text(self) -> str:
+        def end(x: float) -> str:
+            return "-inf" if x == -math.inf else "inf" if x == math.inf else f"{x:g}"
+
+        return f"[{end(self.lo)}, {end(self.hi)}]"
+
 
 REGISTRY: dict[str, Metric] = {}
+# The values a metric can take, by unit (shares and probabilities in [0, 1], counts and nats
+# from 0), unless the metric says otherwise (differences, correlations, ratios).
+UNIT_RANGE = {"share": (0.0, 1.0), "probability": (0.0, 1.0), "count": (0.0, math.inf), "nats": (0.0, math.inf),
+              "score": (-math.inf, math.inf)}
 
 
-def register(name, family, description, direction, unit, needs=("test",), per=None, paired=True):
+UNIT_RESOLUTION = {"count": "one", "share": "image"}
+
+
+def register(name, family, description, direction, unit, needs=("test",), per=None, paired=True, range_=None,
+             gated=True, resolution=None):
     def deco(fn):
         if name in REGISTRY:
             raise ValueError(f"metric {name!r} is defined twice")
-        REGISTRY[name] = Metric(name, family, description, direction, unit, fn, tuple(needs), per, paired)
+        lo, hi = range_ if range_ is not None else UNIT_RANGE[unit]
+        REGISTRY[name] = Metric(name, family, description, direction, unit, fn, tuple(needs), per, paired, lo, hi,
+                                gated, resolution or UNIT_RESOLUTION.get(unit))
         return fn
 
     return deco
@@ -298,13 +325,13 @@ def accuracy(s: Samples) -> float:
 
 
 @register("accuracy_above_chance", "accuracy", "accuracy rescaled so that chance (1/K) is 0 and perfect is 1",
-          HIGHER, "score")
+          HIGHER, "score", range_=(-math.inf, 1.0), resolution="image")
 def accuracy_above_chance(s: Samples) -> float:
     chance = 1.0 / s.num_classes
     return (accuracy(s) - chance) / (1.0 - chance)
 
 
-@register("errors", "accuracy", "wrong predictions on the test split", LOWER, "count")
+@register("errors", "accuracy", "wrong predictions on the test split", LOWER, "count", gated=False)
 def errors(s: Samples) -> float:
     return float((~s.hit).sum())
 
@@ -376,7 +403,7 @@ def confident_errors_99(s: Samples) -> float:
 
 
 @register("confident_error_share_90", "confidence", "share of all errors made with confidence >= 90%",
-          LOWER, "share")
+          LOWER, "share", gated=False)
 def confident_error_share_90(s: Samples) -> float:
     wrong = _need_errors(s)
     return float((s.conf[wrong] >= 0.90).mean())
@@ -413,7 +440,7 @@ def ece_under(s: Samples) -> float:
 
 
 @register("mce", "calibration", "maximum calibration error: the largest |confidence - accuracy| of a bin",
-          LOWER, "probability")
+          LOWER, "probability", gated=False)
 def mce(s: Samples) -> float:
     gap, count = _bin_gaps(s)
     full = count > 0
@@ -421,7 +448,7 @@ def mce(s: Samples) -> float:
 
 
 @register("calibration_gap", "calibration", "mean confidence minus accuracy (> 0 overconfident, < 0 underconfident)",
-          NEUTRAL, "probability")
+          NEUTRAL, "probability", range_=(-1.0, 1.0), gated=False)
 def calibration_gap(s: Samples) -> float:
     return float(s.conf.mean() - s.hit.mean())
 
@@ -454,19 +481,19 @@ def aurc(s: Samples) -> float:
 
 
 @register("train_accuracy", "generalisation", "eval-mode accuracy on a fixed sample of the training images",
-          HIGHER, "share", needs=("train_sample",))
+          HIGHER, "share", needs=("train_sample",), gated=False)
 def train_accuracy(train: Samples) -> float:
     return accuracy(train)
 
 
 @register("val_accuracy", "generalisation", "eval-mode accuracy on the validation split", HIGHER, "share",
-          needs=("val",))
+          needs=("val",), gated=False)
 def val_accuracy(val: Samples) -> float:
     return accuracy(val)
 
 
 @register("generalisation_gap", "generalisation", "train-sample accuracy minus validation accuracy, both in eval "
-          "mode (memorisation)", LOWER, "share", needs=("train_sample", "val"), paired=False)
+          "mode (memorisation)", LOWER, "share", needs=("train_sample", "val"), paired=False, range_=(-1.0, 1.0))
 def generalisation_gap(train: Samples, val: Samples) -> float:
     return accuracy(train) - accuracy(val)
 
@@ -514,11 +541,11 @@ def _flips(ev: Mapping, prefix: str) -> float:
 
 
 def _robust(name, description, direction=HIGHER, unit="share", needs=("robustness",), family="robustness",
-            paired=True):
-    return register(name, family, description, direction, unit, needs=needs, paired=paired)
+            paired=True, **kwargs):
+    return register(name, family, description, direction, unit, needs=needs, paired=paired, **kwargs)
 
 
-@_robust("clean_accuracy", "accuracy on the robustness subset without stress (the reference for the stresses)")
+@_robust("clean_accuracy", "accuracy on the robustness subset without stress (the reference for the stresses)", gated=False)
 def clean_accuracy(ev: Mapping) -> float:
     return accuracy(_condition(ev, "clean"))
 
@@ -591,7 +618,7 @@ def _ce_ratio(ev: Mapping, base: Mapping, relative: bool) -> float:
 
 
 @_robust("corruption_mce", "mean corruption error normalised by the run's baseline (mCE; baseline = 1)", LOWER,
-         "score", needs=("robustness", "baseline.robustness"), paired=False)
+         "score", needs=("robustness", "baseline.robustness"), paired=False, range_=(0.0, math.inf))
 def corruption_mce(ev: Mapping, base: Mapping) -> float:
     """mCE = mean_c (sum_s E_{c,s} / sum_s E^baseline_{c,s}). Hendrycks & Dietterich normalise by
     AlexNet, which means nothing for these models: the run's baseline is the reference."""
@@ -721,22 +748,22 @@ def _valid_mean(a: Attention, values: np.ndarray, what: str) -> float:
     return float(v.mean())
 
 
-def _explain(name, description, direction, unit="score", paired=True):
-    return register(name, "explain", description, direction, unit, needs=("attention",), paired=paired)
+def _explain(name, description, direction, unit="score", paired=True, **kwargs):
+    return register(name, "explain", description, direction, unit, needs=("attention",), paired=paired, **kwargs)
 
 
-@_explain("cam_gini", "Gini index of the heatmap (0 spread evenly, 1 on one cell), mean over valid maps", NEUTRAL)
+@_explain("cam_gini", "Gini index of the heatmap (0 spread evenly, 1 on one cell), mean over valid maps", NEUTRAL, range_=(0.0, 1.0))
 def cam_gini(a: Attention) -> float:
     return _valid_mean(a, a.gini, "the Gini index")
 
 
 @_explain("cam_entropy", "normalised entropy of the heatmap (1 spread evenly, 0 on one cell), mean over valid maps",
-          NEUTRAL)
+          NEUTRAL, range_=(0.0, 1.0), gated=False)
 def cam_entropy(a: Attention) -> float:
     return _valid_mean(a, a.entropy, "the entropy")
 
 
-@_explain("cam_top10", "share of heatmap mass in its top 10% of cells, mean over valid maps", NEUTRAL, "share")
+@_explain("cam_top10", "share of heatmap mass in its top 10% of cells, mean over valid maps", NEUTRAL, "share", gated=False)
 def cam_top10(a: Attention) -> float:
     return _valid_mean(a, a.top10, "the top-10% share")
 
@@ -748,31 +775,31 @@ def cam_degenerate_share(a: Attention) -> float:
 
 
 @_explain("cam_deletion_gap", "faithfulness: area by which deleting the top pixels first lowers the class's "
-          "probability faster than random", HIGHER, "probability")
+          "probability faster than random", HIGHER, "probability", range_=(-1.0, 1.0))
 def cam_deletion_gap(a: Attention) -> float:
     return _valid_mean(a, a.deletion_gap, "deletion")
 
 
 @_explain("cam_insertion_gap", "faithfulness: area by which inserting the top pixels first raises the class's "
-          "probability faster than random", HIGHER, "probability")
+          "probability faster than random", HIGHER, "probability", range_=(-1.0, 1.0))
 def cam_insertion_gap(a: Attention) -> float:
     return _valid_mean(a, a.insertion_gap, "insertion")
 
 
 @_explain("cam_randomisation_corr", "sanity: rank correlation of the maps with those after randomising the "
-          "weights down to the CAM layer", LOWER)
+          "weights down to the CAM layer", LOWER, range_=(-1.0, 1.0))
 def cam_randomisation_corr(a: Attention) -> float:
     return _valid_mean(a, a.randomisation, "the randomisation check")
 
 
 @_explain("cam_confidence_change", "change of the predicted class's probability when the image is multiplied by "
-          "its heatmap", HIGHER, "probability")
+          "its heatmap", HIGHER, "probability", range_=(-1.0, 1.0))
 def cam_confidence_change(a: Attention) -> float:
     return float(np.mean(_attention(a).confidence_change))
 
 
 @_explain("cam_gini_error_gap", "Gini on the model's wrong images minus Gini on its right images of the same "
-          "classes", NEUTRAL, paired=False)
+          "classes", NEUTRAL, paired=False, range_=(-1.0, 1.0), gated=False)
 def cam_gini_error_gap(a: Attention) -> float:
     _attention(a)
     valid = (a.reason == "") & np.isfinite(a.gini)

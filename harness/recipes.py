@@ -172,40 +172,48 @@ FGSM_TRAINING_EPS = {"fashion-mnist": 0.05}
 @dataclass(frozen=True)
 class Effect:
     """What an improvement is documented to do, as paired checks against the baseline: each
-    (metric, expectation) holds when the 95% paired interval of the change lies on the
-    metric's improving side ("improves") or not wholly on its harmful side ("not_worse")."""
+    (metric, expectation, margin) holds when the 95% interval of the change lies on the
+    metric's improving side ("improves"), or when its harmful end is within ``margin`` of no
+    change ("not_worse": a non-inferiority margin, in the metric's units). The interval is
+    the one across training seeds (a recipe's effect varies with the run), or over test
+    images when both models are fixed checkpoints."""
 
     text: str
     source: str
-    checks: tuple[tuple[str, str], ...]
+    checks: tuple[tuple[str, str, float], ...]
 
+
+# The largest drop in balanced accuracy still accepted as "kept" (1 point): smaller than the
+# smallest change the seeds' studies report as an effect, larger than the spread of the mean
+# paired change over 5 seeds (sd 0.3 points at smoke, gates/fashion-mnist.smoke-imbalance.toml).
+KEPT_MARGIN = 0.01
 
 DOCUMENTED_EFFECTS: dict[str, Effect] = {
     "augment": Effect("lower test loss at about the same accuracy, fewer >=99%-confident errors",
-                      "seed 000: loss 0.3203 -> 0.2168", (("loss", "improves"), ("confident_errors_99", "improves"))),
+                      "seed 000: loss 0.3203 -> 0.2168",
+                      (("loss", "improves", 0.0), ("confident_errors_99", "improves", 0.0))),
     "cutmix": Effect("higher accuracy and far fewer >=99%-confident errors",
                      "seed 001: 60.69% -> 75.70%, >=99% errors 54 -> 1",
-                     (("accuracy", "improves"), ("confident_errors_99", "improves"))),
+                     (("accuracy", "improves", 0.0), ("confident_errors_99", "improves", 0.0))),
     "cutmix-only": Effect("fewer >=99%-confident errors", "seed 001 (CutMix without label smoothing)",
-                          (("confident_errors_99", "improves"),)),
+                          (("confident_errors_99", "improves", 0.0),)),
     "label-smoothing": Effect("fewer >=99%-confident errors at about the same accuracy", "seed 004",
-                              (("confident_errors_99", "improves"),)),
+                              (("confident_errors_99", "improves", 0.0),)),
     "mixup": Effect("less overconfidence", "Zhang et al. 2018; Thulasidasan et al. 2019",
-                    (("ece_over", "improves"),)),
+                    (("ece_over", "improves", 0.0),)),
     "color-jitter": Effect("better accuracy under brightness and contrast changes", "seed 003 (robust augmentor)",
-                           (("brightness_accuracy", "improves"), ("contrast_accuracy", "improves"))),
+                           (("brightness_accuracy", "improves", 0.0), ("contrast_accuracy", "improves", 0.0))),
     "temperature-scaling": Effect("lower test NLL with the baseline's predictions", "Guo et al. 2017",
-                                  (("loss", "improves"),)),
+                                  (("loss", "improves", 0.0),)),
     # balanced accuracy: "not_worse", because on a balanced test set it moves only with accuracy
-    # (gates.toml [fashion-mnist.smoke-imbalance.class-weights.vs_baseline] has the figures)
     "class-weights": Effect("higher worst-class accuracy on a long-tailed training set, balanced accuracy kept",
                             "seed 003 (class imbalance)",
-                            (("worst_class_accuracy", "improves"), ("balanced_accuracy", "not_worse"))),
+                            (("worst_class_accuracy", "improves", 0.0), ("balanced_accuracy", "not_worse", KEPT_MARGIN))),
     "focal-loss": Effect("higher worst-class accuracy on a long-tailed training set, balanced accuracy kept",
                          "Lin et al. 2017; seed 003",
-                         (("worst_class_accuracy", "improves"), ("balanced_accuracy", "not_worse"))),
+                         (("worst_class_accuracy", "improves", 0.0), ("balanced_accuracy", "not_worse", KEPT_MARGIN))),
     "fgsm-training": Effect("higher accuracy under an FGSM attack", "seed 003 (adversarial training)",
-                            (("fgsm_accuracy", "improves"),)),
+                            (("fgsm_accuracy", "improves", 0.0),)),
 }
 # The improvement each seed compared against its baseline: the suite's default candidate.
 DEFAULT_CANDIDATE = {"fashion-mnist": "augment", "cifar10": "label-smoothing", "cifar100": "cutmix"}

@@ -106,15 +106,25 @@ def test_unpaired_metrics_and_different_images_are_refused():
         compare.compare(s, Samples.from_probs(_probs(rng, 50, 3, 1.0), labels, ids=np.arange(50) + 1))
 
 
-@pytest.mark.parametrize("ci, direction, improves, harmful", [
+@pytest.mark.parametrize("ci, direction, improves, worse_than_margin", [
     ([-0.3, -0.1], metrics.LOWER, True, False),
-    ([-0.3, 0.1], metrics.LOWER, False, False),
+    ([-0.3, 0.1], metrics.LOWER, False, True),  # admits a rise of 0.1, beyond the 0.05 margin
+    ([-0.3, 0.04], metrics.LOWER, False, False),  # admits at most 0.04: within it
     ([0.1, 0.3], metrics.LOWER, False, True),
     ([0.1, 0.3], metrics.HIGHER, True, False),
     ([-0.3, -0.1], metrics.HIGHER, False, True),
+    ([-0.04, 0.2], metrics.HIGHER, False, False),
 ])
-def test_effect_expectations(ci, direction, improves, harmful):
+def test_effect_expectations(ci, direction, improves, worse_than_margin):
+    """improves: the interval on the improving side of zero; not_worse (non-inferiority): the
+    interval's harmful end within the margin (0.05 here) of no change."""
     assert compare.improves(ci, direction) is improves
-    assert compare.harmful(ci, direction) is harmful
+    assert compare.harmful(ci, direction, 0.05) is worse_than_margin
     assert compare.effect_holds("improves", ci, direction) is improves
-    assert compare.effect_holds("not_worse", ci, direction) is (not harmful)
+    assert compare.effect_holds("not_worse", ci, direction, 0.05) is (not worse_than_margin)
+
+
+def test_better_share_counts_the_seeds_on_which_the_candidate_wins():
+    assert compare.better_share([-3, -1, 2, 0], metrics.LOWER) == 0.625  # two wins, one tie (half)
+    assert compare.better_share([0.01, 0.02], metrics.HIGHER) == 1.0
+    assert compare.better_share([], metrics.HIGHER) is None

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness import metrics, recipes
-from harness.gates import Gate, GateFileError, Gates, check, not_applicable
+from harness.gates import Gate, GateFileError, Gates, check, expect_failure, not_applicable, undecided
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,19 +53,71 @@ def test_relative_gates():
         check(delta, 0.9)
 
 
-def test_effect_gates_read_the_paired_interval():
+def test_effect_gates_read_the_interval_and_say_what_it_covers():
     improves = Gate("confident_errors_99", "effect", "improves", "src")
-    ok = check(improves, -11.0, reference=12, interval=[-15.0, -7.0])
-    assert ok.passed and ok.interval == [-15.0, -7.0]
-    assert ok.message == ("confident_errors_99 change -11 [95% CI -15, -7] vs baseline 12: as expected "
-                          "(improves: the interval on the improving (lower) side) (src)")
+    ok = check(improves, -11.0, reference=12, interval=[-15.0, -7.0], basis="across 5 training seeds")
+    assert ok.passed and ok.interval == [-15.0, -7.0] and ok.basis == "across 5 training seeds"
+    assert ok.message == ("confident_errors_99 change -11 [95% CI -15, -7; across 5 training seeds] vs baseline 12: "
+                          "as expected (improves: the interval on the improving (lower) side) (src)")
     assert not check(improves, -2.0, reference=12, interval=[-6.0, 1.0]).passed
-    not_worse = Gate("accuracy", "effect", "not_worse", "src")
-    assert check(not_worse, -0.004, reference=0.87, interval=[-0.01, 0.002]).passed
-    bad = check(not_worse, -0.03, reference=0.87, interval=[-0.04, -0.02])
-    assert not bad.passed and "NOT as expected (not_worse: the interval not wholly on the harmful (lower) side)" in bad.message
-    with pytest.raises(ValueError, match="paired interval"):
+    # not_worse is a non-inferiority test with a stated margin: the harmful end within it
+    not_worse = Gate("accuracy", "effect", "not_worse", "src", margin=0.01)
+    assert check(not_worse, -0.004, reference=0.87, interval=[-0.0099, 0.002]).passed
+    worse = check(not_worse, -0.004, reference=0.87, interval=[-0.011, 0.003])
+    assert not worse.passed, "an interval admitting a drop beyond the margin is not 'not worse'"
+    assert "NOT as expected (not_worse (margin 0.01): the interval's lower end within 0.01 of no change)" in worse.message
+    with pytest.raises(ValueError, match="interval of the change"):
         check(improves, -1.0)
+
+
+def test_an_undecided_effect_shows_the_change_but_neither_passes_nor_fails():
+    g = Gate("confident_errors_99", "effect", "improves", "src")
+    out = undecided(g, 7.0, [-2.0, 15.0], 11.0, "1 training run of each recipe")
+    assert out.status == "undecided" and not out.passed and not out.checked
+    assert out.message == ("confident_errors_99 change +7 [95% CI -2, +15; test images only] vs baseline 11: "
+                           "NOT DECIDED (1 training run of each recipe) (src)")
+    assert expect_failure(out, "expected").status == "undecided"  # an expectation needs a decision first
+
+
+def test_per_class_bounds_and_their_evidence(tmp_path):
+    g = load(tmp_path, "[d.smoke.m]\nclass_accuracy_min = { Shirt = 0.2, Trouser = 0.9 }\n"
+                       "[d.smoke.m.evidence]\n\"class_accuracy[Trouser]\" = { n = 4, mean = 0.96, sd = 0.01, "
+                       "min = 0.95, max = 0.97, values = [0.95, 0.96, 0.96, 0.97] }\n")
+    gate = g.absolute("d", "smoke", "m")["class_accuracy_min"]
+    assert gate.per_label and gate.for_label("Bag") is None
+    trouser = gate.for_label("Trouser")
+    assert trouser.bound == 0.9 and trouser.evidence["mean"] == 0.96
+    out = check(gate, 0.67, label="Trouser")
+    assert out.message == ("class_accuracy[Trouser]=0.67 < min 0.9 (g.toml [d.smoke.m]; calibrated on 4 runs: "
+                           "mean 0.96, sd 0.01, range [0.95, 0.97])")
+    assert check(gate, 0.3, label="Shirt").passed
+    with pytest.raises(GateFileError, match="names class 'Trousers'"):
+        load(tmp_path, "[d.smoke.m]\nclass_accuracy_min = { Trousers = 0.9 }\n").check_run(
+            "d", "smoke", ["m"], ("d",), ["m"], classes=("Shirt", "Trouser"))
+
+
+def test_unbounded_masks_inherited_bounds_and_says_why(tmp_path):
+    g = load(tmp_path, "[default.smoke.default]\ncam_deletion_gap_min = -0.02\nece_max = 0.2\n"
+                       "class_accuracy_min = 0.3\n"
+                       "[d.smoke.m]\nunbounded = { cam_deletion_gap = \"its spread straddles 0\" }\n"
+                       "class_accuracy_min = { Trouser = 0.9 }\n")
+    a = g.absolute("d", "smoke", "m")
+    assert "cam_deletion_gap_min" not in a and "ece_max" in a
+    assert a["class_accuracy_min"].bound == {"Trouser": 0.9}  # the per-class table replaces the scalar
+    assert g.unbounded_reason("d", "smoke", "m", "cam_deletion_gap") == "its spread straddles 0"
+    assert "cam_deletion_gap_min" in g.absolute("other", "smoke", "m")
+
+
+def test_includes_load_tables_of_their_own_and_refuse_a_table_twice(tmp_path):
+    (tmp_path / "cal.toml").write_text("[calibration]\nmachine = \"m1\"\nseeds = [1, 2]\nthreads = [1]\n"
+                                       "[d.smoke.baseline]\naccuracy_min = 0.8\n")
+    g = load(tmp_path, "include = [\"cal.toml\"]\n[default.smoke.default]\nece_max = 0.2\n")
+    assert g.absolute("d", "smoke", "baseline")["accuracy_min"].source == "cal.toml [d.smoke.baseline]"
+    assert g.calibrations == {"cal.toml": {"machine": "m1", "seeds": [1, 2], "threads": [1]}}
+    with pytest.raises(GateFileError, match=r"\[d.smoke.baseline\] is defined in both g.toml and cal.toml"):
+        load(tmp_path, "include = [\"cal.toml\"]\n[d.smoke.baseline]\nece_max = 0.1\n")
+    with pytest.raises(GateFileError, match="includes itself"):
+        load(tmp_path, "include = [\"g.toml\"]\n")
 
 
 def test_nan_value_fails_and_not_applicable_is_its_own_status():
@@ -120,7 +172,18 @@ def test_model_table_overrides_defaults_and_any_dataset_table_applies(tmp_path):
         ("[d.smoke.m.vs_baseline]\nconfident_errors_99_max_ratio = -1\n", "a ratio bound must be >= 0"),
         ("[d.smoke.baseline.vs_baseline]\nloss_max_delta = 0\n", "the baseline cannot be bounded relative to itself"),
         ("[d.smok.m]\naccuracy_min = 0.5\n", r"unknown profile 'smok' \(did you mean 'smoke'\?\)"),
-        ("[d.smoke.m]\nnested = {a = 1}\n", "'nested' is a table"),
+        ("[d.smoke.m]\nnested_min = {a = 1}\n", "unknown metric 'nested'"),
+        ("[d.smoke.m]\naccuracy_min = {a = 1}\n", "only a per-class metric's min / max takes one bound per class"),
+        ("[d.smoke.m]\naccuracy_min = -0.5\n", r"accuracy_min = -0.5 can never fail: accuracy takes values in \[0, 1\]"),
+        ("[d.smoke.m]\nece_max = 1.0\n", r"ece_max = 1 can never fail"),
+        ("[d.smoke.m]\nclass_accuracy_min = { Shirt = 0 }\n", "can never fail"),
+        ("[d.smoke.m.vs_baseline]\naccuracy_effect = 'not_worse'\n", "needs a stated margin"),
+        ("[d.smoke.m.vs_baseline]\naccuracy_effect = { expect = 'improves', margin = 0.1 }\n", "takes no margin"),
+        ("[d.smoke.m.vs_baseline]\naccuracy_effect = { expect = 'not_worse', margin = -1 }\n", "a margin is >= 0"),
+        ("[d.smoke.m]\nunbounded = { acuracy = 'x' }\n", r"not a metric \(did you mean 'accuracy'\?\)"),
+        ("[d.smoke.m]\npolicy = ''\n", "must say why"),
+        ("include = 'x.toml'\n", "must be a list of file paths"),
+        ("include = ['missing.toml']\n", "missing.toml does not exist"),
         ("[d.smoke]\nm = 3\n", "expected a table"),
         ("accuracy_min = 0.5\n", "top-level key 'accuracy_min'"),
         ("[d.smoke.m\n", "not valid TOML"),
@@ -194,7 +257,7 @@ def test_every_improvement_has_its_documented_effect_gated_on_fashion_mnist_smok
         profile = "smoke-imbalance" if name in ("class-weights", "focal-loss") else "smoke"
         rel = g.relative("fashion-mnist", profile, name)
         gated = {gate.metric for key, gate in rel.items() if gate.kind == "effect"}
-        assert {metric for metric, _ in effect.checks} <= gated, (name, gated)
+        assert {metric for metric, _, _ in effect.checks} <= gated, (name, gated)
         for key, why in g.expected_failures("fashion-mnist", profile, name).items():
             assert len(why) > 40, (name, key)
 

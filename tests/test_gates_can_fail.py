@@ -53,7 +53,7 @@ cam_degenerate_share_max = 0.1
 
 [fashion-mnist.smoke.overconfident.vs_baseline]
 confident_errors_99_max_ratio = 1.0
-loss_effect = "not_worse"
+loss_effect = { expect = "not_worse", margin = 0.01 }
 '''
 
 SRC = r"\(planted_gates\.toml \[fashion-mnist\.smoke\.default\]\)"
@@ -78,7 +78,8 @@ EXPECTED = {
         r"confident_errors_99=\d\d > max 1 x baseline 0 = 0 \(planted_gates\.toml "
         r"\[fashion-mnist\.smoke\.overconfident\.vs_baseline\]\)",
     "test_vs_baseline[fashion-mnist-overconfident-loss_effect]":
-        r"loss change \+\d\.\d+ \[95% CI \+\d\.\d+, \+\d\.\d+\] vs baseline 0\.\d+: NOT as expected \(not_worse",
+        r"loss change \+\d\.\d+ \[95% CI \+\d\.\d+, \+\d\.\d+; test images, fixed checkpoints\] vs baseline 0\.\d+: "
+        r"NOT as expected \(not_worse \(margin 0\.01\)",
 }
 # the planted problem of each model: the gates it must fail (and no other model may fail them
 # but those listed)

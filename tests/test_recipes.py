@@ -169,9 +169,10 @@ def test_improvement_changes_only_its_own_fields(dataset, improvement):
         assert set(recipes.get(dataset, "baseline", profile).diff(via_get)) == set(diff)
     effect = recipes.DOCUMENTED_EFFECTS[improvement]
     assert effect.text and effect.source and effect.checks
-    for metric, expect in effect.checks:
+    for metric, expect, margin in effect.checks:
         m = metrics.get(metric)
         assert m.paired and m.direction != metrics.NEUTRAL and expect in ("improves", "not_worse"), (improvement, metric)
+        assert (margin > 0) == (expect == "not_worse"), "a non-inferiority claim states its margin; improves has none"
 
 
 def test_adversarial_training_uses_the_budget_it_is_attacked_with():

@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import recipes
 from ..gates import Gates
 from .io import atomic_write_text
-from .tables import fmt, fmt_change, metric_kind
+from .tables import effect_evidence, fmt, fmt_change, held_effect
 
 START, END = "<!-- improvements:start -->", "<!-- improvements:end -->"
 
@@ -64,11 +64,8 @@ def table(reports: Path, gates: Gates, dataset: str = "fashion-mnist", profile: 
             continue
         cmp = rec["comparisons"][name]
         checks = cmp.get("effect_checks") or []
-        measured = "; ".join(
-            f"{c['metric']} {fmt_change(c.get('delta'), c.get('ci'), metric_kind(rec, c['metric']))}"
-            if c.get("delta") is not None
-            else f"{c['metric']}: n/a" for c in checks) or "-"
-        held = {True: "yes", False: "no", None: "n/a"}[cmp.get("effect_held")]
+        measured = "; ".join(effect_evidence(rec, c) for c in checks) or "-"
+        held = held_effect(cmp)
         acc = (cmp.get("metric_deltas") or {}).get("accuracy") or {}
         accuracy = fmt_change(acc.get("delta"), acc.get("ci"), "pct") if acc.get("delta") is not None \
             else "-"

@@ -130,8 +130,11 @@ def verdict_line(record: dict) -> str:
         return f"{'FAIL' if failed else 'PASS'}: {failed} gate(s) failed"
     if v.get("status") == "pass":
         xf = v.get("expected_failures") or []
+        und = v.get("undecided") or []
         return (f"PASS: all {v.get('gates_checked', 0) - len(xf)} gates checked passed"
-                + (f", {len(xf)} failed as gates.toml expects ({', '.join(xf)})" if xf else ""))
+                + (f", {len(xf)} failed as gates.toml expects ({', '.join(xf)})" if xf else "")
+                + (f"; {len(und)} documented effect(s) not decided on one training run ({', '.join(und)}: "
+                   "--seeds 3 or more decides)" if und else ""))
     return "FAIL: " + "; ".join(v.get("reasons") or ["see the gates"])
 
 
@@ -156,6 +159,34 @@ def table_headline(record: dict) -> Table:
     return headers, rows
 
 
+def effect_evidence(record: dict, chk: dict) -> str:
+    """One documented effect's evidence in words: across seeds where the run has them, over
+    test images for fixed checkpoints, or the one run's change marked as test-sampling only."""
+    kind = metric_kind(record, chk.get("metric", ""))
+    if chk.get("delta") is None:
+        return f"{chk.get('metric')}: not applicable ({chk.get('not_applicable', '')})"
+    expect = chk.get("expect")
+    if expect == "not_worse":
+        expect = f"not_worse, margin {fmt(chk.get('margin'), kind)}"
+    basis = chk.get("basis")
+    if basis == "seeds":
+        n = len(chk.get("deltas") or [])
+        better = chk.get("better_share")
+        return (f"{chk['metric']} {fmt_change(chk.get('seed_delta'), chk.get('seed_ci'), kind)} across {n} training "
+                f"seeds, better on {better:.0%} of them ({expect}: {_held(chk.get('held'))})")
+    if basis == "checkpoints":
+        return (f"{chk['metric']} {fmt_change(chk['delta'], chk.get('ci'), kind)} over test images, fixed checkpoints "
+                f"({expect}: {_held(chk.get('held'))})")
+    return (f"{chk['metric']} {fmt_change(chk['delta'], chk.get('ci'), kind)} over test images only, one training run: "
+            f"not decided ({expect}; train >= 3 seeds to decide)")
+
+
+def held_effect(cmp: dict) -> str:
+    if cmp.get("effect_held") is None and any(c.get("basis") == "undecided" for c in cmp.get("effect_checks") or []):
+        return "undecided (one seed)"
+    return _held(cmp.get("effect_held"))
+
+
 def table_effects(record: dict) -> Table:
     """Per candidate: its documented effect, whether it held, and the evidence."""
     headers = ["Candidate", "Documented effect", "Held", "Evidence (change [95% CI], expectation)"]
@@ -163,18 +194,12 @@ def table_effects(record: dict) -> Table:
     expected = {(g.get("model"), g.get("metric")) for g in record.get("gates") or []
                 if g.get("kind") == "effect" and g.get("status") == "xfail"}
     for c, cmp in (record.get("comparisons") or {}).items():
-        checks = cmp.get("effect_checks") or []
         ev = []
-        for chk in checks:
-            kind = metric_kind(record, chk.get("metric", ""))
-            if chk.get("delta") is None:
-                ev.append(f"{chk.get('metric')}: not applicable ({chk.get('not_applicable', '')})")
-            else:
-                note = ", expected on this profile: see the gate" if (c, chk.get("metric")) in expected else ""
-                ev.append(f"{chk['metric']} {fmt_change(chk['delta'], chk.get('ci'), kind)} "
-                          f"({chk.get('expect')}: {_held(chk.get('held'))}{note})")
+        for chk in cmp.get("effect_checks") or []:
+            note = " (expected on this profile: see the gate)" if (c, chk.get("metric")) in expected else ""
+            ev.append(effect_evidence(record, chk) + note)
         rows.append([c, str(cmp.get("expected_effect") or "no documented effect (a recipe of your own)"),
-                     _held(cmp.get("effect_held")), "; ".join(ev) or DASH])
+                     held_effect(cmp), "; ".join(ev) or DASH])
     return headers, rows
 
 
@@ -186,7 +211,8 @@ def table_checks(record: dict) -> Table:
     for m in model_order(record):
         c = (record["models"][m] or {}).get("checks") or {}
         rows.append([m, fmt(c.get("passed"), "int"), fmt((c.get("failed") or 0) + (c.get("xpass") or 0), "int"),
-                     fmt(c.get("xfail"), "int"), fmt(c.get("n/a"), "int"), ", ".join(c.get("unbounded") or []) or DASH])
+                     fmt(c.get("xfail"), "int"), fmt((c.get("n/a") or 0) + (c.get("undecided") or 0), "int"),
+                     ", ".join(c.get("unbounded") or []) or DASH])
     return headers, rows
 
 
@@ -409,15 +435,16 @@ def bound_text(g: Mapping) -> str:
 
 
 def gate_counts(record: dict) -> dict[str, int]:
-    out = {"passed": 0, "failed": 0, "n/a": 0, "xfail": 0, "xpass": 0}
+    out = {"passed": 0, "failed": 0, "n/a": 0, "xfail": 0, "xpass": 0, "undecided": 0}
     for g in record.get("gates") or []:
         out[gate_status(g)] = out.get(gate_status(g), 0) + 1
     return out
 
 
 GATE_HEADERS = ["Result", "Test", "Model", "Metric", "Value", "Bound", "Source", "Message"]
-_STATUS = {"passed": "PASS", "failed": "FAIL", "n/a": "N/A", "xfail": "XFAIL", "xpass": "XPASS"}
-_ORDER = {"failed": 0, "xpass": 0, "xfail": 1, "n/a": 2, "passed": 3}
+_STATUS = {"passed": "PASS", "failed": "FAIL", "n/a": "N/A", "xfail": "XFAIL", "xpass": "XPASS",
+           "undecided": "UNDECIDED"}
+_ORDER = {"failed": 0, "xpass": 0, "xfail": 1, "undecided": 2, "n/a": 2, "passed": 3}
 
 
 def table_gates(record: dict, status: str | None = None) -> Table:
