@@ -9,6 +9,8 @@ idx files, handed to the suite by the ``pytest_stress_model`` hook.
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -130,6 +132,7 @@ def test_each_planted_problem_fails_its_gate_and_the_good_model_passes(pytester,
     assert not any(m == "baseline" for m, _ in bad)
     na = {(g["model"], g["metric"]) for g in results["gates"] if g["status"] == "n/a"}
     assert ("underconfident", "selective_accuracy") in na
+    check_golden(results)
     for name, entry in results["models"].items():
         saved = np.load(run / entry["predictions"])
         logp = log_softmax(saved["logits"].astype(np.float64), axis=1)
@@ -139,6 +142,55 @@ def test_each_planted_problem_fails_its_gate_and_the_good_model_passes(pytester,
         assert m["accuracy"] == pytest.approx(hit.mean(), abs=1e-12), name
         assert m["loss"] == pytest.approx(-logp[np.arange(len(hit)), saved["labels"]].mean(), rel=1e-6), name
         assert m["confident_errors_99"] == int((~hit & (conf >= 0.99)).sum()), name
+
+
+GOLDEN = ROOT / "tests" / "golden" / "planted_run.json"
+UPDATE_GOLDEN = "CNN_STRESS_UPDATE_GOLDEN"
+
+
+def golden_view(results: dict) -> dict:
+    """What a refactoring must not change: every metric of every model, every gate outcome and
+    every paired change, keyed so that a diff names what moved."""
+    gates = {f"{g['test']}|{g['model']}|{g.get('label')}|{g['metric']}_{g['kind']}": [g["status"], g["value"]]
+             for g in results["gates"]}
+    return {
+        "metrics": {m: {k: v for k, v in e["metrics"].items()} for m, e in results["models"].items()},
+        "per_class_accuracy": {m: e["per_class_accuracy"] for m, e in results["models"].items()},
+        "attention": {m: e.get("attention", {}).get("all") for m, e in results["models"].items()},
+        "gates": dict(sorted(gates.items())),
+        "changes": {m: {k: [d.get("delta"), d.get("ci")] for k, d in c["metric_deltas"].items()}
+                    for m, c in results["comparisons"].items()},
+    }
+
+
+def _close(a, b, path: str, diffs: list[str]) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                diffs.append(f"{path}/{k}: {'missing now' if k not in b else 'new'}")
+            else:
+                _close(a[k], b[k], f"{path}/{k}", diffs)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]", diffs)
+    elif isinstance(a, float) and isinstance(b, float | int) or isinstance(b, float) and isinstance(a, int):
+        if not math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9):
+            diffs.append(f"{path}: {a!r} -> {b!r}")
+    elif a != b:
+        diffs.append(f"{path}: {a!r} -> {b!r}")
+
+
+def check_golden(results: dict) -> None:
+    """The planted run's numbers and outcomes equal the stored golden ones (tests/golden/): a
+    refactoring that changes a metric, a gate or a paired change is caught, by name. Rewrite it
+    with CNN_STRESS_UPDATE_GOLDEN=1 only for a change meant to move numbers."""
+    now = golden_view(results)
+    if os.environ.get(UPDATE_GOLDEN):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps(now, indent=1, sort_keys=True) + "\n")
+    diffs: list[str] = []
+    _close(json.loads(GOLDEN.read_text()), json.loads(json.dumps(now)), "", diffs)
+    assert not diffs, f"{len(diffs)} number(s) or outcome(s) differ from {GOLDEN.name}:\n" + "\n".join(diffs[:40])
 
 
 def test_a_run_that_checks_nothing_fails(pytester, monkeypatch):
