@@ -14,17 +14,15 @@ from pathlib import Path
 import nox
 
 sys.path.insert(0, str(Path(__file__).parent))
+from harness.cards import DATASETS  # noqa: E402
 from harness.gates import Gates  # noqa: E402
-from harness.recipes import BASELINES, DOCUMENTED_EFFECTS, IMPROVEMENTS  # noqa: E402
+from harness.recipes import BASELINES, DOCUMENTED_EFFECTS, IMPROVEMENTS, LONG_TAILED, gate_profile_of  # noqa: E402
 
 GATES = Gates.load(Path(__file__).parent / "gates.toml")
 
 nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_existing_virtualenvs = True
 
-# Improvements that fix class imbalance need imbalance to fix: they run on a long-tailed
-# subsample (class k keeps 0.1**(k/(K-1)) of its training images), baseline included.
-LONG_TAILED = {"class-weights": "0.1", "focal-loss": "0.1"}
 # A recipe's effect is decided across training seeds (the interval of the per-seed paired
 # change), never on one run: each improvement session trains the baseline and the improvement
 # with EFFECT_SEEDS seeds. 5 is the fewest at which the t-interval (t = 2.78) separates the
@@ -58,7 +56,7 @@ def _improvement(name: str, dataset: str):
     """One session per improvement and dataset, each with its own description: the documented
     effect, and what gates.toml expects to fail on the smoke profile (and why)."""
     effect = DOCUMENTED_EFFECTS[name]
-    profile = "smoke-imbalance" if name in LONG_TAILED else "smoke"
+    profile = gate_profile_of(name, "smoke")
     xfail = GATES.expected_failures(dataset, profile, name)
     doc = f"{name} vs the baseline on {dataset}, {EFFECT_SEEDS} seeds each: {effect.text} ({effect.source})."
     if xfail:
@@ -66,8 +64,8 @@ def _improvement(name: str, dataset: str):
 
     def run(session):
         args = ["--dataset", dataset, "--candidate", name, "--seeds", EFFECT_SEEDS]
-        if name in LONG_TAILED:
-            args += ["--imbalance", LONG_TAILED[name]]
+        if name in LONG_TAILED:  # on a long-tailed subsample at the dataset card's ratio
+            args += ["--imbalance", str(DATASETS[dataset].imbalance)]
         session.run("python", "-m", "pytest", "stress_tests", *args, *session.posargs)
 
     run.__doc__ = doc

@@ -25,31 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Budgets (L-inf, pixel units in [0, 1]) to sweep per dataset.
-#
-# CIFAR (32x32 RGB): 1/255, 2/255, 4/255, 8/255. 8/255 is the standard CIFAR-10/100 budget
-# (Madry et al. 2018; RobustBench); 2/255 is the smaller reference point used in
-# robustness papers and in this harness's fixed stress (``stress.STRESSES``); 1/255 and
-# 4/255 complete a doubling grid. An undefended ResNet is already near 0% under PGD at
-# 4/255-8/255, so the low end is where standard models still differ.
-#
-# Fashion-MNIST (28x28 grey): 0.01, 0.02, 0.05, 0.1 (about 2.5, 5, 13 and 25 grey levels).
-# MNIST-like images are near-binary (a black background, flat bright garments), and the
-# literature uses much larger budgets there than on CIFAR: 0.1-0.3 for MNIST (Madry et al.
-# 2018 use 0.3) and 0.1 for Fashion-MNIST (e.g. Wong & Kolter 2018, Croce & Hein 2019), the
-# usual robust-training and evaluation budget. The grid ends at 0.1, so a number is
-# comparable with that literature, and spans "mild" to "broken" for an undefended CNN in
-# between. Measured on the harness's smoke-profile small CNN (87.2% clean, 1,000 test
-# images), accuracy under FGSM / PGD-10 is 0.81 / 0.80 at 0.01, 0.75 / 0.73 at 0.02,
-# 0.60 / 0.48 at 0.05 and 0.36 / 0.11 at 0.1 (8/255 = 0.031 gives 0.70 / 0.63). 0.05 is also
-# the harness's fixed FGSM stress (``stress.STRESSES``), so the two stay comparable. Larger
-# budgets (0.2: PGD 0.00 on that model; 0.3) only separate adversarially trained models:
-# add them for such candidates, not to the default sweep.
-EPSILON_GRIDS: dict[str, tuple[float, ...]] = {
-    "cifar10": (1 / 255, 2 / 255, 4 / 255, 8 / 255),
-    "cifar100": (1 / 255, 2 / 255, 4 / 255, 8 / 255),
-    "fashion-mnist": (0.01, 0.02, 0.05, 0.1),
-}
+from . import cards
+
+# The L-inf budgets (pixel units in [0, 1]) swept per dataset: its card's (the reasons: harness/cards.py).
+EPSILON_GRIDS: dict[str, tuple[float, ...]] = {n: c.attack_grid for n, c in cards.DATASETS.items()}
 
 
 def epsilon_grid(dataset: str) -> tuple[float, ...]:

@@ -88,11 +88,10 @@ def detection(dataset: str, profile: str, seed: int, gates_path: Path, cache_dir
     """Each graded defect planted in the sound baseline (seed ``seed``), checked against every
     bound of the baseline's table: which families fail, and the smallest strength each
     defect's own family catches."""
-    from fixtures.session import Options, StressSession  # the run core (moves to harness/run)
-
     from . import train
     from .data import class_names
     from .gates import Gates
+    from .run import Options, Session
 
     gates = Gates.load(gates_path)
     plan = plan if plan is not None else defects.graded(tuple(class_names(dataset)))
@@ -106,8 +105,8 @@ def detection(dataset: str, profile: str, seed: int, gates_path: Path, cache_dir
             sound = train.train(recipe, data, profile, device, cache_dir, progress=_quiet()).model
             return sound if defect is None else defects.plant(defect, sound, data)
 
-        s = StressSession(opts, gates, providers={"baseline": provide})
-        records = s.check_every_bound("baseline")
+        s = Session.create(opts, gates, providers={"baseline": provide})
+        records = s.book.check_every_bound("baseline")
         failed = [r for r in records if r.outcome.status in ("failed", "xpass")]
         families = sorted({metrics.get(r.outcome.gate.metric).family for r in failed})
         row = {"defect": "none (the sound model)" if defect is None else defect.label,
@@ -195,7 +194,7 @@ def audit(dataset: str, profile: str, seeds: list[int], threads: list[int], gate
     import torch
 
     from .calibrate import machine
-    from .report.io import atomic_write_text
+    from .io import atomic_write_text
 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = out_dir / f"{stamp}_{dataset}_{profile}"

@@ -9,30 +9,44 @@ import time
 
 from . import data as data_mod
 from . import recipes
+from .cards import gate_profile
+from .run.options import DATASET_HELP
 
 
 def _train(args) -> int:
-    from . import metrics, train
+    """One model trained (or loaded from the model cache) through the run's plan, as the suite
+    would train it: the same datasets (built-in, a folder, a .npz, a registered name), recipes
+    and seeds."""
+    from pathlib import Path
+
+    from . import metrics
+    from .run import Options, Plan, Run
 
     t0 = time.perf_counter()
-    if args.recipe_file:
-        recipe = recipes.from_file(args.recipe_file, args.dataset, args.profile)
-    else:
-        recipe = recipes.get(args.dataset, args.recipe, args.profile)
-    ds = data_mod.load(args.dataset, args.data_root, download=not args.no_download)
-    dev = train.resolve_device(args.device)
-    runtime = train.Runtime.default(dev, deterministic=args.deterministic, compile=args.compile)
-    result = train.train(
-        recipe, ds, args.profile, device=dev, cache_dir=args.cache_dir, use_cache=not args.no_cache, runtime=runtime,
-    )
+    files = [Path(args.recipe_file)] if args.recipe_file else []
+    opts = Options(dataset=args.dataset, profile=args.profile, device=args.device, data_root=args.data_root,
+                   gates_path=Path("-"), report_root=None,
+                   candidates=[] if args.recipe_file or args.recipe == "baseline" else [args.recipe],
+                   recipe_files=files, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+                   deterministic=args.deterministic, compile=args.compile, seed=args.seed, image_size=args.image_size,
+                   use_cache=not args.no_cache, download=not args.no_download)
+    from . import progress
+
+    plan = Plan(opts, gates=None)
+    name = plan.models[-1]
+    run = Run(plan)
+    run.progress = progress.stderr()
+    result = run.result(name)
+    ds, recipe, dev = plan.data, plan.recipes[name], plan.device
     preds = result.predictions(ds, "test")
     smp = metrics.Samples.from_logits(preds.logits, preds.labels)
     out = {
-        "dataset": args.dataset,
+        "dataset": plan.dataset_name,
         "data": ds.source,
         "data_fingerprint": ds.fingerprint,
         "recipe": recipe.name,
         "profile": args.profile,
+        "seed": recipe.seed,
         "recipe_hash": recipe.hash(),
         "cache_key": result.cache_key,
         "test_accuracy": round(metrics.accuracy(smp), 6),
@@ -41,7 +55,7 @@ def _train(args) -> int:
         "val_accuracy": round(result.kept.get("val_accuracy", float("nan")), 6),
         "train_size": result.train_size,
         "device": str(dev),
-        "runtime": runtime.to_dict(),
+        "runtime": plan.runtime.to_dict(),
         "cached": result.cached,
         "train_seconds": round(result.train_seconds, 3),
         "seconds": round(time.perf_counter() - t0, 3),
@@ -67,7 +81,7 @@ def _bench(args) -> int:
         results.append(bench.compare(recipe, ds, steps=args.steps, rounds=args.rounds, device=dev))
     print(bench.table(results))
     if args.json:
-        from .report import atomic_write_text
+        from .io import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(results, indent=2, allow_nan=False) + "\n")
         print(f"wrote {args.json}")
@@ -86,8 +100,7 @@ def _calibrate(args) -> int:
         raise ValueError("calibrate needs --seeds 2 or more (5 at least for bounds worth having) and thread counts "
                          ">= 1 (--threads 1,2)")
     profile = args.profile
-    out = Path(args.out) if args.out else Path("gates") / f"{Path(args.dataset).stem}.{profile}"\
-        f"{'-imbalance' if args.imbalance != 1.0 else ''}.toml"
+    out = Path(args.out) if args.out else Path("gates") / f"{Path(args.dataset).stem}.{gate_profile(profile, args.imbalance)}.toml"
     command = "python -m harness " + " ".join(shlex.quote(a) for a in args.argv)
     print(f"[calibrate] {args.dataset} {profile}: models baseline{''.join(', ' + c for c in args.candidate or [])}; "
           f"seeds {seeds[0]}-{seeds[-1]} x threads {', '.join(map(str, threads))} = {len(seeds) * len(threads)} runs; "
@@ -167,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a recipe (or load it from the model cache) and print a JSON summary")
-    t.add_argument("--dataset", required=True, choices=data_mod.DATASETS)
+    t.add_argument("--dataset", required=True, help=DATASET_HELP)
+    t.add_argument("--seed", type=int, default=None, help="the recipe's seed (default: its own, 42)")
+    t.add_argument("--image-size", type=int, default=None, help="your own data: resize to N x N")
     t.add_argument("--recipe", default="baseline", choices=recipes.names(), help="baseline or an improvement")
     t.add_argument("--recipe-file", help="a TOML recipe file (overrides --recipe); see README")
     t.add_argument("--profile", default="smoke", choices=recipes.PROFILES)
@@ -193,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("calibrate", help="train N seeds at each CPU thread count, measure every gated metric and write "
                        "a gates table whose bounds come from the measured spread, with their evidence")
-    k.add_argument("--dataset", required=True, help="a built-in dataset, a folder or .npz of your own, or a registered name")
+    k.add_argument("--dataset", required=True, help=DATASET_HELP)
     k.add_argument("--profile", default="smoke", choices=recipes.PROFILES)
     k.add_argument("--seeds", type=int, default=10, help="training seeds (default 10; at least 5 for useful bounds)")
     k.add_argument("--first-seed", type=int, default=42, help="the first seed (default 42): seeds S, S+1, ...")

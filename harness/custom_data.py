@@ -95,22 +95,31 @@ def name_of(path: Path) -> str:
 def load(dataset: str, image_size: int | None = None, registry: str | os.PathLike | None = None,
          flip_invariant: bool | None = None) -> Dataset:
     """A dataset of one's own, by path or registered name."""
+    from .data import DATASETS
+
     known = registered(registry)
     if dataset in known:
         spec = known[dataset]
         path, name = spec["path"], dataset
         image_size = image_size or spec["image_size"]
         flip = spec["flip_invariant"] if flip_invariant is None else flip_invariant
+        if not path.exists():
+            raise DatasetNotFoundError(f"{registry or REGISTRY_FILE} [{dataset}]: path = {str(path)!r} does not exist; "
+                                       "point it at an ImageFolder tree or a .npz (relative paths are read from the "
+                                       "registry's folder)")
     else:
         path, name = Path(dataset).expanduser(), name_of(Path(dataset).expanduser())
         flip = bool(flip_invariant)
         if not path.exists():
             hint = f"; registered names: {', '.join(known)}" if known else ""
-            from .data import DATASETS
-
             raise DatasetNotFoundError(f"--dataset {dataset!r}: not a built-in dataset ({', '.join(DATASETS)}), no such "
                                        f"file or folder (an ImageFolder tree or a .npz), and no such name in "
                                        f"{registry or REGISTRY_FILE}{hint}")
+    if name in DATASETS:  # a path is always one's own data: it must not pass for the built-in one
+        raise DatasetFormatError(
+            f"--dataset {dataset}: your data is named {name!r}, the name of a built-in dataset, whose recipe, gates and "
+            f"report would be applied to it. Rename the {'file' if path.is_file() else 'folder'} (e.g. my-{name}), or "
+            f"register it under another name in {REGISTRY_FILE} ([my-{name}] path = \"{path}\")")
     if path.is_file() and path.suffix == ".npz":
         return _from_npz(path, name, image_size, flip)
     if path.is_dir():
@@ -156,7 +165,15 @@ def _from_npz(path: Path, name: str, image_size: int | None, flip: bool) -> Data
         missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
         if missing:
             raise DatasetFormatError(f"{path}: missing {', '.join(missing)} (it holds {', '.join(z.files) or 'nothing'})")
-        arrays = {k: z[k] for k in z.files}
+        arrays = {}
+        for k in z.files:
+            try:
+                arrays[k] = z[k]
+            except ValueError as exc:  # an object array: reading it would need pickle (it could run code)
+                fix = ("store the names as strings: classes=np.array(names, dtype=str)" if k == "classes" else
+                       "store it as a numeric or string array")
+                raise DatasetFormatError(f"{path}: {k} is stored as an object array, which is not read (loading it "
+                                         f"would need pickle): {fix}") from exc
     splits = [s for s in ("train", "val", "test") if f"x_{s}" in arrays]
     if ("x_val" in arrays) != ("y_val" in arrays):
         raise DatasetFormatError(f"{path}: x_val and y_val go together")
@@ -180,9 +197,17 @@ def _from_npz(path: Path, name: str, image_size: int | None, flip: bool) -> Data
         raise DatasetFormatError(f"{path}: the splits' images differ in size ({ {s: sh[1:] for s, sh in shapes.items()} }):"
                                  " pass --image-size N to resize them all to N x N")
     if "classes" in arrays:
-        classes = tuple(str(c) for c in np.asarray(arrays["classes"]).tolist())
-    else:
+        classes = tuple(str(c) for c in np.asarray(arrays["classes"]).reshape(-1).tolist())
+    else:  # the class count from the labels: they must be 0..K-1, each in training and in test
         k = int(max(int(y.max()) for y in ys.values())) + 1
+        for s in ("train", "test"):
+            absent = sorted(set(range(k)) - set(np.unique(ys[s]).tolist()))
+            if absent:
+                shown = ", ".join(map(str, absent[:10])) + (f" and {len(absent) - 10} more" if len(absent) > 10 else "")
+                raise DatasetFormatError(
+                    f"{path}: without a classes array the labels must be 0..{k - 1} (the largest is {k - 1}), each "
+                    f"present in every split; y_{s} has no label {shown}. Give the class names "
+                    f"(classes=np.array([...], dtype=str), one per label) or relabel to 0..K-1 (1-based labels: y - 1)")
         classes = tuple(f"class {i}" for i in range(k))
     names = {s: [f"x_{s}[{i}]" for i in range(len(xs[s]))] for s in xs}
     return _assemble(name, path, classes, xs, ys, names, image_size, flip)
@@ -292,10 +317,18 @@ def _assemble(name: str, source: Path, classes: tuple[str, ...], xs: dict, ys: d
     k = len(classes)
     if k < 2:
         raise DatasetFormatError(f"{source}: {k} class; a classifier needs at least two")
+    twice = sorted({c for c in classes if classes.count(c) > 1})
+    if twice:
+        raise DatasetFormatError(f"{source}: class name(s) {', '.join(map(repr, twice))} given more than once: each "
+                                 "class needs a name of its own (per-class gates and reports are keyed by name)")
     for s, y in ys.items():
         if y.min() < 0 or y.max() >= k:
             raise DatasetFormatError(f"{source}: y_{s} holds labels from {int(y.min())} to {int(y.max())}, but there "
                                      f"are {k} classes (labels 0 to {k - 1})")
+    untrained = sorted(set(range(k)) - set(np.unique(ys["train"]).tolist()))
+    if untrained:
+        raise DatasetFormatError(f"{source}: class(es) {', '.join(classes[i] for i in untrained[:10])} have no training "
+                                 "images: remove them from the class names or add images")
     train_classes = set(np.unique(ys["train"]).tolist())
     missing = sorted(set(np.unique(ys["test"]).tolist()) - train_classes)
     if missing:

@@ -28,21 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATASETS = ("fashion-mnist", "cifar10", "cifar100")
+from . import cards
+from .cards import BUILTIN as DATASETS  # noqa: F401 - the built-in datasets' names
+from .cards import FASHION_MNIST_CLASSES, SPLIT_SEED
+
 DATA_ROOT_ENV = "CNN_STRESS_DATA"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-# Validation split sizes of the seeds (random_split with seed 42 of the official train set).
-VAL_SIZE = {"fashion-mnist": 6_000, "cifar10": 5_000, "cifar100": 5_000}
-SPLIT_SEED = 42
-
-# The idx files carry no names: these are the dataset's published class names, in label order
-# (torchvision.datasets.FashionMNIST.classes; a test checks they agree). Kept here so that
-# reading them does not import torchvision's dataset module (seconds of start-up).
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
 
 _FMNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -218,7 +209,8 @@ def load(name: str, data_root: str | os.PathLike | None = None, *, download: boo
                 f"but the dataset names {len(classes)} classes ({source})"
             )
     n = len(train_y)
-    val_size = VAL_SIZE[name] if n > VAL_SIZE[name] * 2 else max(1, n // 10)
+    card = cards.card(name)
+    val_size = card.val_size if n > card.val_size * 2 else max(1, n // 10)
     train_idx, val_idx = seed_split(n, val_size)
     return Dataset(
         name=name,
@@ -231,10 +223,9 @@ def load(name: str, data_root: str | os.PathLike | None = None, *, download: boo
         val_idx=val_idx,
         source=source,
         fingerprint=fingerprint(train_x, train_y, test_x, test_y),
+        normalisation=card.normalisation,
     )
 
-
-CIFAR_C_FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}
 
 
 def cifar_c(ds: Dataset, data_root: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
@@ -243,7 +234,7 @@ def cifar_c(ds: Dataset, data_root: str | os.PathLike | None = None) -> dict[str
     32 x 3 uint8: severities 1-5 of the 10,000 test images in order, and ``labels.npy``):
     {corruption: memory-mapped array}. Empty when absent. Labels that do not match the test
     split are an error, not a silent mismatch."""
-    folder_name = CIFAR_C_FOLDERS.get(ds.name)
+    folder_name = cards.DATASETS[ds.name].cifar_c if ds.builtin else None
     if folder_name is None:
         return {}
     for root in search_roots(data_root):

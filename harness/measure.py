@@ -15,80 +15,33 @@
 
 Nothing here defines a metric: values come from ``metrics.measure``.
 
-``EvidenceStore``: evidence shared between the processes of one run (pytest-xdist workers and
-the controller that writes the report): what one process measured is read by the others, not
-measured again.
+Evidence that takes time to measure is kept in ``harness.evidence``: the run's store (shared
+by its pytest-xdist workers) and the evidence cache (across runs, beside the model cache).
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
+from dataclasses import replace as dataclass_replace
 
 import numpy as np
 import torch
 
-from . import explain, metrics, stress, taxonomy
+from . import explain, metrics, progress, stress, taxonomy
 from .data import Dataset
 from .evaluate import logits_of, to_float
+from .evidence import EvidenceCache, EvidenceStore
 from .metrics import NotApplicable, Samples
 from .train import TrainResult, select_training_indices, train_sample_indices
 
 STRESS_SEED = 0
 # Evidence read straight from the stored logits and the recipe: cheaper to rebuild than to
 # share between processes, and always at hand for the report's table of numbers.
-CHEAP_KINDS = frozenset({"test", "val", "train_sample", "class_frequency", "attention"})
-
-
-class EvidenceStore:
-    """One run's evidence on disk, ``<folder>/<model>/<kind>.pkl``: a process that needs a kind
-    takes its lock, reads it if another process measured it, else measures and writes it
-    (atomically). Pickle, because evidence is plain NumPy and dataclasses made by this run's
-    own processes; the folder lives inside the run's partial report folder and is deleted when
-    the report is written."""
-
-    def __init__(self, folder):
-        from pathlib import Path
-
-        self.folder = Path(folder)
-
-    def _path(self, model: str, kind: str):
-        return self.folder / model / f"{kind}.pkl"
-
-    def kinds(self, model: str) -> list[str]:
-        d = self.folder / model
-        return sorted(p.stem for p in d.glob("*.pkl")) if d.is_dir() else []
-
-    def models(self) -> list[str]:
-        return sorted(p.name for p in self.folder.iterdir() if p.is_dir()) if self.folder.is_dir() else []
-
-    def read(self, model: str, kind: str):
-        import pickle
-
-        with open(self._path(model, kind), "rb") as f:
-            return pickle.load(f)
-
-    def get_or_measure(self, model: str, kind: str, measure: Callable[[], object]):
-        from filelock import FileLock
-
-        path = self._path(model, kind)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock"):
-            if path.exists():
-                return self.read(model, kind)
-            value = measure()
-            write_pickle(path, value)
-            return value
-
-
-def write_pickle(path, value) -> None:
-    """``value`` pickled into ``path`` atomically (the report's atomic writer): a reader sees
-    the whole file or none."""
-    import pickle
-
-    from .report.io import atomic_write_bytes
-
-    atomic_write_bytes(path, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+CHEAP_KINDS = frozenset({"test", "val", "train_sample", "class_frequency", "shared_attention"})
 
 
 @dataclass(frozen=True)
@@ -142,16 +95,24 @@ class ModelEvaluation:
     def __init__(self, name: str, result: TrainResult, data: Dataset, device: torch.device,
                  settings: Settings | None = None, baseline: Callable[[], ModelEvaluation] | None = None,
                  attention_set: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
-                 store: EvidenceStore | None = None):
+                 store: EvidenceStore | None = None, cache: EvidenceCache | None = None, model_key: str | None = None,
+                 named: Callable[[], list[int]] | None = None):
         self.name = name
         self.store = store  # shared with the run's other processes (pytest-xdist), or None
+        self.cache = cache  # measured evidence across runs (keyed by model_key), or None
+        self.model_key = model_key  # what the model is: its cache key, or its weights' checksum
+        self.attention_maps: dict = {}  # the CAM method, layer and its resolution (the report shows them)
+        self._named = named or list  # the run's named cases (in every model's explanation set)
+        self.progress = progress.Silent()  # where a measurement's progress goes (the run sets its own)
+        self.timings: dict[str, dict] = {}  # kind -> seconds it took and whether it came from the cache
+        self._tick = None
         self.result = result
         self.data = data
         self.device = device
         self.settings = settings or Settings()
         self._baseline = baseline  # the run's baseline, when asked for (None: this model is it)
         # the run's shared explanation set: (test positions, roles); default: own confident errors
-        self._attention_set = attention_set or self._own_errors
+        self._attention_set = attention_set or self.own_set
         self._evidence: dict[str, object] = {}
         self._values: dict[tuple[str, int | None], float | NotApplicable] = {}
 
@@ -173,11 +134,73 @@ class ModelEvaluation:
             return base.evidence(kind.split(".", 1)[1])
         if kind not in self._evidence:
             measure = getattr(self, f"_evidence_{kind}")
-            if self.store is None or kind in CHEAP_KINDS:
+            if kind in CHEAP_KINDS:
                 self._evidence[kind] = measure()
+            elif self.store is None:
+                self._evidence[kind] = self._timed(kind, measure)
             else:
-                self._evidence[kind] = self.store.get_or_measure(self.name, kind, measure)
+                self._evidence[kind] = self.store.get_or_measure(self.name, kind, lambda: self._timed(kind, measure))
         return self._evidence[kind]
+
+    def _units(self, kind: str) -> tuple[int, str]:
+        if kind == "robustness":
+            return stress.robustness_units(self.battery, len(self.stress_positions())), "condition-batch"
+        if kind == "adversarial":
+            return 2 * len(self.battery.epsilons), "attack"
+        return 1, kind
+
+    def _timed(self, kind: str, measure: Callable[[], object], positions=None):
+        """``_cached`` with its progress shown and its time kept (``timings``)."""
+        t0 = time.perf_counter()
+        measured = []
+
+        def run():
+            measured.append(True)
+            total, unit = self._units(kind)
+            step = self.progress.task(f"[{self.name}] {kind.replace('_', ' ')}", total, unit)
+            self._tick = step.advance
+            try:
+                return measure()
+            finally:
+                self._tick = None
+                step.done(f"[{self.name}] {kind.replace('_', ' ')} measured in {time.perf_counter() - t0:.1f}s")
+
+        value = self._cached(kind, run, positions)
+        self.timings[kind] = {"seconds": time.perf_counter() - t0, "cached": not measured}
+        return value
+
+    def tick(self, n: int = 1) -> None:
+        if self._tick is not None:
+            self._tick(n)
+
+    def _context(self, kind: str) -> dict:
+        """What besides the model and the code decides this kind of evidence."""
+        s = self.settings
+        ctx = {"data": self.data.fingerprint, "device": self.device.type, "profile": s.profile,
+               "stress_samples": s.stress_samples, "published": sorted(s.published or {}),
+               "flip_invariant": self.data.flip_invariant}
+        if kind in ("attention", "attention_extra", "taxonomy"):
+            ctx.update(cam_method=s.cam_method, cam_layer=s.cam_layer)
+        return ctx
+
+    def _cached(self, kind: str, measure: Callable[[], object], positions=None):
+        """``kind`` read from the evidence cache, or measured and stored there. Attention
+        evidence is keyed by the test positions it explains (an own set, or the extra images
+        of a shared one) and the roles do not enter it."""
+        if self.cache is None or self.model_key is None:
+            return measure()
+        ctx = self._context(kind)
+        if kind in ("attention", "attention_extra"):
+            pos = self.own_set()[0] if positions is None else positions
+            ctx["positions"] = hashlib.sha256(np.asarray(pos, dtype=np.int64).tobytes()).hexdigest()[:16]
+        key = EvidenceCache.key(self.model_key, kind, ctx)
+        evidence, meta = self.cache.get_or_measure(key, lambda: (measure(), self._meta(kind)))
+        if kind in ("attention", "attention_extra"):
+            self.attention_maps = dict(meta)
+        return evidence
+
+    def _meta(self, kind: str) -> dict:
+        return dict(self.attention_maps) if kind in ("attention", "attention_extra") else {}
 
     def preload(self) -> None:
         """Read every kind of evidence the run's other processes stored for this model (the
@@ -225,7 +248,8 @@ class ModelEvaluation:
         pos = self.stress_positions()
         idx = torch.as_tensor(pos)
         x, y = self.data.test_x[idx], self.data.test_y[idx]
-        logits = stress.run_robustness(self.model, x, y, self.battery, self.device, pos, len(self.data.test_y))
+        logits = stress.run_robustness(self.model, x, y, self.battery, self.device, pos, len(self.data.test_y),
+                                       tick=self.tick)
         labels = y.numpy()
         return {k: Samples.from_logits(z.numpy(), labels, pos) for k, z in logits.items()}
 
@@ -234,7 +258,7 @@ class ModelEvaluation:
         pos = self.stress_positions()[: b.attack_samples]
         idx = torch.as_tensor(pos)
         x, y = self.data.test_x[idx], self.data.test_y[idx]
-        logits = stress.run_adversarial(self.model, x, y, b, self.device)
+        logits = stress.run_adversarial(self.model, x, y, b, self.device, tick=self.tick)
         labels = y.numpy()
         out = {k: Samples.from_logits(z.numpy(), labels, pos) for k, z in logits.items()}
         ref = f"{b.reference_eps:.6g}"
@@ -250,23 +274,23 @@ class ModelEvaluation:
         return taxonomy.analyse(self.model, s, p.probs, self.data.test_x, self.device, b.occlusion_patch,
                                 b.occlusion_stride, limit=taxonomy.LIMIT)
 
-    def _own_errors(self) -> tuple[np.ndarray, np.ndarray]:
-        return as_set(explanation_set(self.name, self.samples("test"), [], self.settings.cam_samples))
+    def own_set(self) -> tuple[np.ndarray, np.ndarray]:
+        """This model's own explanation set: (test positions, roles) of the named cases, its most
+        confident errors and a right prediction of the same class for each (a function of the
+        model and the data alone)."""
+        return as_set(explanation_set(self.name, self.samples("test"), self._named(), self.settings.cam_samples))
 
-    def _evidence_shared_attention(self) -> metrics.Attention:
-        """Grad-CAM scores on the run's shared explanation set (the paired comparison and the
-        report). Every per-image score is a function of this model and the image alone
-        (random maps seeded per test id, the randomisation check on every image), so the
-        model's own part of the set (``attention``) does not depend on the run's other models."""
-        pos, roles = self._attention_set()
+    def _explain(self, pos: np.ndarray, roles: np.ndarray) -> metrics.Attention:
+        """Grad-CAM scores of this model on test positions ``pos``, per image: each is a function
+        of the model and the image alone (random maps seeded per test id, the randomisation
+        check on every image)."""
         s = self.samples("test")
         n = len(pos)
         if n == 0:
             e = np.zeros(0)
             return metrics.Attention(e.astype(np.int64), e.astype(str), e.astype(str), e.astype(bool), *([e] * 7))
         x = to_float(self.data.test_x[torch.as_tensor(pos)])
-        targets = s.pred[pos]
-        out = explain.attention_summary(self.model, x, targets, method=self.settings.cam_method,
+        out = explain.attention_summary(self.model, x, s.pred[pos], method=self.settings.cam_method,
                                         layer=self.settings.cam_layer, device=self.device, ids=s.ids[pos],
                                         randomisation_images=None)
         change = explain.confidence_change(self.model, x, out["maps"], out["targets"], self.device)
@@ -275,8 +299,7 @@ class ModelEvaluation:
         if rand:
             step = rand["cam_step"] if rand.get("cam_step") is not None else len(rand["correlation"]) - 1
             randomised[np.asarray(rand["indices"])] = np.asarray(rand["correlation"])[step]
-        self.attention_maps = {"positions": pos, "maps": out["maps"], "layer": out["layer"],
-                               "layer_shape": out["layer_shape"], "method": out["method"]}
+        self.attention_maps = {"layer": out["layer"], "layer_shape": list(out["layer_shape"]), "method": out["method"]}
         return metrics.Attention(
             ids=s.ids[pos], roles=np.asarray(roles), reason=np.asarray(out["reason"]), hit=s.hit[pos],
             gini=np.asarray(out["gini"]), entropy=np.asarray(out["entropy"]), top10=np.asarray(out["top10"]),
@@ -284,13 +307,24 @@ class ModelEvaluation:
             randomisation=randomised, confidence_change=np.asarray(change, dtype=np.float64))
 
     def _evidence_attention(self) -> metrics.Attention:
-        """The model's own explanation set (the named cases, its most confident errors and the
-        right predictions of the same classes chosen for it): what its attention metrics are
-        gated on, a function of the model alone."""
-        a = self.evidence("shared_attention")
-        own = {"named", f"error:{self.name}", f"correct:{self.name}"}
-        mask = np.array([bool(own & set(str(r).split(","))) for r in a.roles], dtype=bool)
-        return a.take(np.flatnonzero(mask))
+        """Grad-CAM scores on the model's own explanation set (``own_set``): what its attention
+        metrics are gated on, so they do not depend on which other models are in the run."""
+        return self._explain(*self.own_set())
+
+    def _evidence_shared_attention(self) -> metrics.Attention:
+        """Grad-CAM scores on the run's shared explanation set (the union of the own sets of the
+        models compared with this one: the paired comparison and the report): its own set's
+        scores, and the other images' measured once more (cached under their positions)."""
+        pos, roles = self._attention_set()
+        own_pos = self.own_set()[0]
+        own = self.evidence("attention")
+        missing = pos[~np.isin(pos, own_pos)]
+        extra = self._timed("attention_extra", lambda: self._explain(missing, np.full(len(missing), "")), missing)
+        both = metrics.Attention(*(np.concatenate([getattr(own, f.name), getattr(extra, f.name)])
+                                   for f in dataclass_fields(metrics.Attention)))
+        where = {int(p): i for i, p in enumerate(np.concatenate([own_pos, missing]))}
+        return dataclass_replace(both.take(np.array([where[int(p)] for p in pos], dtype=np.int64)),
+                                 roles=np.asarray(roles))
 
     # ------------------------------------------------------------------ values
     def value(self, metric: str, index: int | None = None) -> float:

@@ -35,7 +35,7 @@ from .attacks import eval_mode
 # a small centred object and measure "is the object there" more than "which part matters".
 # With ``(size - patch) % stride != 0`` the last rows/columns are never covered (positions
 # are ``range(0, size - patch + 1, stride)``, as in Zeiler & Fergus and Captum).
-OCCLUSION_PATCHES: dict[int, tuple[int, int]] = {28: (8, 4), 32: (8, 4)}
+# (the sizes used: harness/cards.py occlusion_for)
 
 
 def hflip(x: torch.Tensor) -> torch.Tensor:
@@ -213,7 +213,7 @@ def occlusion_sweep(
     inputs at a time. ``batch_size`` defaults to 128 on the CPU (larger batches fall out of
     the cache: 1024 is about 1.6x slower for the small CNN) and 4096 elsewhere.
     ``use_channels_last``: run the model in channels-last format for the sweep (see
-    ``channels_last``). Results are on x's device. See ``OCCLUSION_PATCHES`` for sizes.
+    ``channels_last``). Results are on x's device. Sizes: ``cards.occlusion_for``.
     """
     if isinstance(fill, str) and fill != "mean":
         raise ValueError(f"fill must be a number or 'mean', got {fill!r}")

@@ -8,7 +8,11 @@ the progress is visible while tests run (pytest would otherwise capture it).
 * ``Bar``: tqdm over every step of the run, with epoch, loss, accuracy, images per second
   and time left; one line per finished epoch printed above it.
 * ``Lines``: one plain line per epoch (CI logs, files), plus start and end lines.
-* ``Quiet``: the end line only (``-q``); ``Silent``: nothing (``-qq``).
+* ``Quiet``: the end line of each training only (``-q``); ``Silent``: nothing (``-qq``).
+
+Measurements (the robustness battery, attacks, attention, the failure taxonomy of each model)
+report through ``task``: a bar with units done and time left on a terminal, a start and an
+end line in a log, nothing with ``-q``.
 
 Reading the running loss forces the device to finish its queued work, so the bar refreshes
 at most every ``REFRESH`` seconds and asks for the numbers only then.
@@ -35,8 +39,43 @@ def epoch_line(label: str, row: dict, epochs: int, best: bool, eta: float | None
             + ("  *" if best else ""))
 
 
+class Step:
+    """One measurement in progress (``Progress.task``): ``advance(n)`` as it goes, ``done(text)``."""
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def done(self, text: str) -> None:
+        pass
+
+
+class _LineStep(Step):
+    def __init__(self, write):
+        self.write = write
+
+    def done(self, text: str) -> None:
+        self.write(text)
+
+
+class _BarStep(_LineStep):
+    def __init__(self, write, bar):
+        super().__init__(write)
+        self.bar = bar
+
+    def advance(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def done(self, text: str) -> None:
+        self.bar.close()
+        self.write(text)
+
+
 class Silent:
     """Reports nothing."""
+
+    def task(self, label: str, total: int, unit: str = "step") -> Step:
+        """A measurement of ``total`` units starts (the robustness battery of a model, say)."""
+        return Step()
 
     def start(self, label: str, epochs: int, steps_per_epoch: int, images: int, note: str = "") -> None:
         self.label, self.epochs, self.steps_per_epoch = label, epochs, steps_per_epoch
@@ -69,7 +108,12 @@ class Quiet(Silent):
 
 
 class Lines(Quiet):
-    """A line when training starts, one per epoch, one at the end."""
+    """A line when training starts, one per epoch, one at the end; a line when a measurement
+    starts and one when it ends."""
+
+    def task(self, label: str, total: int, unit: str = "step") -> Step:
+        self.write(f"{label}: {total} {unit}s")
+        return _LineStep(self.write)
 
     def start(self, label: str, epochs: int, steps_per_epoch: int, images: int, note: str = "") -> None:
         super().start(label, epochs, steps_per_epoch, images, note)
@@ -87,6 +131,14 @@ class Bar(Lines):
         self.file = file or sys.stderr
         self.bar = None
         self._last = 0.0
+
+    def task(self, label: str, total: int, unit: str = "step") -> Step:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=label, file=self.file, leave=False, dynamic_ncols=True, unit=unit,
+                   mininterval=REFRESH, bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                   "{unit}s [{elapsed}<{remaining}]")
+        return _BarStep(self.write, bar)
 
     def start(self, label: str, epochs: int, steps_per_epoch: int, images: int, note: str = "") -> None:
         from tqdm import tqdm

@@ -5,7 +5,7 @@ its hash (with the data fingerprint and the model code version) keys the model c
 
 * ``full`` profile: the seed recipe exactly.
 * ``smoke`` profile: the same recipe on a subset for a few epochs, small enough for CI on
-  2 CPU cores (see ``SMOKE``); it has its own gates.
+  2 CPU cores (the smoke profile card's ``shrink``, harness/cards.py); it has its own gates.
 
 Improvements (``IMPROVEMENTS``) are recipe variants that change only the fields they name;
 ``improve(recipe, name)`` applies one to any baseline.
@@ -21,7 +21,9 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-PROFILES = ("smoke", "full")
+from . import cards
+
+PROFILES = cards.PROFILE_NAMES
 
 
 @dataclass(frozen=True)
@@ -161,12 +163,12 @@ IMPROVEMENTS: dict[str, dict] = {
     "temperature-scaling": {"temperature_scaling": True},
     "class-weights": {"class_weights": True},
     "focal-loss": {"loss": "focal", "focal_gamma": 2.0},
-    "fgsm-training": {"fgsm_eps": 2 / 255},  # CIFAR; Fashion-MNIST: FGSM_TRAINING_EPS
+    "fgsm-training": {"fgsm_eps": 2 / 255},  # datasets of one's own; built-in ones: their card's budget
 }
-# Adversarial training at the budget it is attacked with (harness.stress.REFERENCE_EPS; a test
-# keeps them equal): 2/255 is below one grey level's worth of change on Fashion-MNIST's
-# near-binary images and measured +3.2 pp [-0.8, +7.2] FGSM accuracy at 0.05 (smoke): no effect.
-FGSM_TRAINING_EPS = {"fashion-mnist": 0.05}
+# Adversarial training at the budget it is attacked with: the dataset card's fgsm_training_eps
+# (a test keeps it equal to the reference budget). On Fashion-MNIST 2/255 is below one grey
+# level's worth of change on its near-binary images and measured +3.2 pp [-0.8, +7.2] FGSM
+# accuracy at 0.05 (smoke): no effect; 0.05 is what it is attacked with.
 
 
 @dataclass(frozen=True)
@@ -215,23 +217,23 @@ DOCUMENTED_EFFECTS: dict[str, Effect] = {
     "fgsm-training": Effect("higher accuracy under an FGSM attack", "seed 003 (adversarial training)",
                             (("fgsm_accuracy", "improves", 0.0),)),
 }
+# Improvements that fix class imbalance need imbalance to fix: they run on a long-tailed
+# subsample of the training set (the dataset card's ratio: class k keeps ratio**(k/(K-1)) of
+# its images), baseline included, and are bounded by the <profile>-imbalance gates.
+LONG_TAILED = ("class-weights", "focal-loss")
+
+
+def gate_profile_of(improvement: str, profile: str) -> str:
+    """The gates.toml profile an improvement's session is bounded by."""
+    return cards.gate_profile(profile, 0.5 if improvement in LONG_TAILED else 1.0)
+
+
 # The improvement each seed compared against its baseline: the suite's default candidate.
-DEFAULT_CANDIDATE = {"fashion-mnist": "augment", "cifar10": "label-smoothing", "cifar100": "cutmix"}
+DEFAULT_CANDIDATE = {n: c.default_candidate for n, c in cards.DATASETS.items() if c.default_candidate}
 
-# Smoke profile: the recipe on a seeded subset for a few epochs. Fashion-MNIST: a baseline
-# and its improvement train in about a minute each on 2 CPU cores and still reach ~87%.
-SMOKE = {
-    "fashion-mnist": {"train_subset": 20_000, "epochs": 3, "milestones": ()},
-    "cifar10": {"train_subset": 2_000, "epochs": 2, "batch_size": 64, "lr": 0.05, "milestones": ()},
-    "cifar100": {"train_subset": 2_000, "epochs": 2, "batch_size": 64, "lr": 0.05, "milestones": ()},
-}
-
-
-# Datasets of one's own: smoke by architecture (the same shrinking as the seed datasets').
-SMOKE_BY_ARCH = {
-    "small-cnn": {"train_subset": 20_000, "epochs": 3, "milestones": ()},
-    "resnet18": {"train_subset": 2_000, "epochs": 2, "batch_size": 64, "lr": 0.05, "milestones": ()},
-}
+# Smoke profile: the recipe on a seeded subset for a few epochs (the smoke profile card's
+# ``shrink``, by dataset, else by architecture for a dataset of one's own). Fashion-MNIST: a
+# baseline and its improvement train in about a minute each on 2 CPU cores and still reach ~87%.
 
 
 def baseline_for(dataset: str, image_shape: tuple[int, int, int], arch: str | None = None) -> Recipe:
@@ -265,8 +267,8 @@ def improve(recipe: Recipe, improvement: str) -> Recipe:
             f"unknown improvement {improvement!r}: choose one of baseline, {', '.join(IMPROVEMENTS)}"
         )
     fields = dict(IMPROVEMENTS[improvement])
-    if improvement == "fgsm-training" and recipe.dataset in FGSM_TRAINING_EPS:
-        fields["fgsm_eps"] = FGSM_TRAINING_EPS[recipe.dataset]
+    if improvement == "fgsm-training" and recipe.dataset in cards.DATASETS:
+        fields["fgsm_eps"] = cards.DATASETS[recipe.dataset].fgsm_training_eps
     return replace(recipe, name=improvement, **fields)
 
 
@@ -274,7 +276,8 @@ def apply_profile(recipe: Recipe, profile: str) -> Recipe:
     if profile == "full":
         return recipe
     if profile == "smoke":
-        return replace(recipe, **SMOKE.get(recipe.dataset, SMOKE_BY_ARCH.get(recipe.arch, SMOKE_BY_ARCH["small-cnn"])))
+        shrink = cards.profile(profile).shrink
+        return replace(recipe, **shrink.get(recipe.dataset, shrink.get(recipe.arch, shrink["small-cnn"])))
     raise ValueError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
 
 

@@ -35,19 +35,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import attacks, corruptions, perturb
+from . import attacks, cards, corruptions, perturb
 from .evaluate import to_float
 
 SEED = 0
-# A reference budget per dataset: the single-number FGSM/PGD gates (fgsm_accuracy, pgd_accuracy)
-# read it; the sweep (attacks.EPSILON_GRIDS) is reported. Fashion-MNIST 0.05 (13 grey levels):
-# undefended smoke CNN 0.60 FGSM / 0.48 PGD there; CIFAR 2/255, the customary small budget.
-REFERENCE_EPS = {"fashion-mnist": 0.05, "cifar10": 2 / 255, "cifar100": 2 / 255}
-DEFAULT_GRID = (1 / 255, 2 / 255, 4 / 255, 8 / 255)  # datasets of one's own: the CIFAR grid
+# The attack sweep, the reference budget the single-number FGSM/PGD gates read, the occlusion
+# patch and the number of attacked images come from the dataset's and the profile's cards
+# (harness/cards.py); a dataset of one's own gets the card defaults (the CIFAR budgets).
 SCALES = (0.5, 0.75)
 SHIFTS = (1, 2, 3, 4)
 ROTATIONS = (5.0, 10.0, 15.0)
-ATTACK_SAMPLES = {"smoke": 500, "full": 10_000}  # smoke: 250 left a +3.2 pp change undecided
 PGD_STEPS = 10
 _DIRECTIONS = torch.tensor([[1, 0], [-1, 0], [0, 1], [0, -1], [1, 1], [1, -1], [-1, 1], [-1, -1]])
 
@@ -58,7 +55,7 @@ class Battery:
 
     corruptions: tuple[str, ...]
     severities: tuple[int, ...] = corruptions.SEVERITIES
-    epsilons: tuple[float, ...] = DEFAULT_GRID
+    epsilons: tuple[float, ...] = cards.DatasetCard.attack_grid
     reference_eps: float = 2 / 255
     attack_samples: int = 250
     pgd_steps: int = PGD_STEPS
@@ -89,12 +86,13 @@ def battery(dataset: str, image_shape: tuple[int, int, int], profile: str, flip_
     """The battery for a dataset. ``published``: CIFAR-C arrays (``data.cifar_c``); when given,
     their corruptions (all 19 of them) replace the synthesised ones."""
     c, h, w = image_shape
-    patch, stride = perturb.OCCLUSION_PATCHES.get(min(h, w), (max(2, min(h, w) // 4), max(1, min(h, w) // 8)))
+    card = cards.DATASETS.get(dataset)  # None: a dataset of one's own, the card defaults
+    patch, stride = card.occlusion if card else cards.occlusion_for(min(h, w))
     return Battery(
         corruptions=tuple(published) if published else tuple(corruptions.corruptions_for(c)),
-        epsilons=attacks.EPSILON_GRIDS.get(dataset, DEFAULT_GRID),
-        reference_eps=REFERENCE_EPS.get(dataset, 2 / 255),
-        attack_samples=ATTACK_SAMPLES.get(profile, ATTACK_SAMPLES["smoke"]),
+        epsilons=card.attack_grid if card else cards.DatasetCard.attack_grid,
+        reference_eps=card.reference_eps if card else cards.DatasetCard.reference_eps,
+        attack_samples=cards.PROFILES.get(profile, cards.PROFILES["smoke"]).attack_samples,
         occlusion_patch=patch,
         occlusion_stride=stride,
         hflip=flip_invariant,
@@ -127,9 +125,11 @@ def _published(b: Battery, name: str, severity: int, positions: np.ndarray, n_te
 
 def run_robustness(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, b: Battery, device,
                    positions: np.ndarray | None = None, n_test: int | None = None,
-                   batch_size: int = 500) -> dict[str, torch.Tensor]:
+                   batch_size: int = 500, tick=None) -> dict[str, torch.Tensor]:
     """Logits (N, K) on CPU under every robustness condition of ``b``. ``positions``: the
-    images' positions in the test split (needed to read published CIFAR-C images)."""
+    images' positions in the test split (needed to read published CIFAR-C images). ``tick(n)``
+    is told of each n conditions measured on a batch (``robustness_units`` in all)."""
+    tick = tick or (lambda n: None)
     device = torch.device(device)
     model = model.eval().to(device)
     n = len(y)
@@ -144,6 +144,7 @@ def run_robustness(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, b: 
             xb = to_float(x_uint8[sl].to(device))
             yb = y[sl].to(device)
             out["clean"].append(_logits(model, xb))
+            tick(1)
             for name in b.corruptions:
                 for s in b.severities:
                     if name in b.published:
@@ -153,6 +154,7 @@ def run_robustness(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, b: 
                         gen = torch.Generator(device=device).manual_seed(seed)
                         xc = corruptions.corrupt(xb, name, s, gen)
                     out[f"corruption/{name}/{s}"].append(_logits(model, xc))
+                tick(len(b.severities))
             occ = perturb.occlusion_sweep(model, xb, yb, b.occlusion_patch, b.occlusion_stride, b.occlusion_fill,
                                           use_channels_last=False)
             out["occlusion"].append(occ.worst_logits.float().cpu())
@@ -165,12 +167,20 @@ def run_robustness(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, b: 
                 out[f"rotate/{a:g}"].append(_logits(model, perturb.rotate(xb, signs[sl].to(device) * a)))
             if b.hflip:
                 out["hflip"].append(_logits(model, perturb.hflip(xb)))
+            tick(len(b.robustness_conditions()) - 1 - len(b.corruption_conditions()))
     return {k: torch.cat(v) for k, v in out.items()}
 
 
+def robustness_units(b: Battery, n: int, batch_size: int = 500) -> int:
+    """What ``run_robustness`` ticks in all for ``n`` images."""
+    return len(b.robustness_conditions()) * -(-n // batch_size)
+
+
 def run_adversarial(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, b: Battery, device,
-                    batch_size: int = 250) -> dict[str, torch.Tensor]:
-    """Logits (N, K) on CPU under FGSM and PGD at every budget of ``b`` (and clean)."""
+                    batch_size: int = 250, tick=None) -> dict[str, torch.Tensor]:
+    """Logits (N, K) on CPU under FGSM and PGD at every budget of ``b`` (and clean);
+    ``tick(1)`` after each attack at each budget (2 per budget)."""
+    tick = tick or (lambda n: None)
     device = torch.device(device)
     model = model.eval().to(device)
     x = to_float(x_uint8.to(device))
@@ -182,7 +192,9 @@ def run_adversarial(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, b:
             tag = f"{eps:.6g}"
             adv = attacks.attack_in_batches(model, x, y, partial(attacks.fgsm, eps=eps), batch_size)
             out[f"fgsm/{tag}"] = _logits(model, adv)
+            tick(1)
             adv = attacks.attack_in_batches(
                 model, x, y, partial(attacks.pgd, eps=eps, steps=b.pgd_steps, generator=g), batch_size)
             out[f"pgd/{tag}"] = _logits(model, adv)
+            tick(1)
     return out

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import explain, perturb
+from . import explain, perturb, stress
 from .evaluate import to_float
 from .metrics import Samples, most_confident_errors
 
@@ -44,7 +44,6 @@ THRESHOLD = 0.90
 LIMIT = 500  # the most confident errors analysed per model (seed 000's baseline has 381 at >= 90%)
 BORDER = 1 / 7
 BORDER_MASS = 0.7
-SCALES = (0.5, 0.75)
 MODES = ("ambiguous label", "background or context", "occlusion or part", "scale", "unexplained")
 
 
@@ -139,7 +138,7 @@ def analyse(model: torch.nn.Module, s: Samples, probs: np.ndarray, test_x: torch
     occlusion_flip = (~occ.worst_correct).cpu().numpy()
     with torch.no_grad():
         scale_flip = np.zeros(len(errors), dtype=bool)
-        for f in SCALES:
+        for f in stress.SCALES:
             scale_flip |= (model(perturb.rescale(x, f)).argmax(1) != pred).cpu().numpy()
     modes = classify(issues, runner_up, bmass, occlusion_flip, scale_flip)
     return Taxonomy(errors, modes, issues, runner_up, bmass, occlusion_flip, scale_flip, total)

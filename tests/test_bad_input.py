@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from planted import write_idx_world
 
-from harness import data, recipes
+from harness import custom_data, data, recipes
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["pytester"]
@@ -204,3 +204,172 @@ def test_cli_train_names_its_data_and_prints_strict_json(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "harness", "train", "--dataset", "fashion-mnist", "--data-root",
                           str(tmp_path / "nowhere"), "--no-download"], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "does not hold fashion-mnist" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ------------------------------------------------------------------ your own data and model: no silent wrong answer
+
+
+def _npz(path, **arrays):
+    rng = np.random.default_rng(0)
+    base = {"x_train": rng.integers(0, 255, (12, 16, 16), dtype=np.uint8), "y_train": np.arange(12) % 3,
+            "x_test": rng.integers(0, 255, (6, 16, 16), dtype=np.uint8), "y_test": np.arange(6) % 3}
+    np.savez(path, **{**base, **arrays})
+    return path
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"y_train": np.arange(12) % 3 + 1, "y_test": np.arange(6) % 3 + 1},
+     r"labels must be 0\.\.3 .* y_train has no label 0\. .*1-based labels: y - 1"),
+    ({"y_train": np.where(np.arange(12) == 0, 7, np.arange(12) % 3)},
+     r"labels must be 0\.\.7 .* y_train has no label 3, 4, 5, 6"),
+    ({"classes": np.array(["a", "a", "b"])}, r"class name\(s\) 'a' given more than once"),
+    ({"classes": np.array(["a", "b", "c", "d"])}, r"class\(es\) d have no training images"),
+    ({"classes": np.array(["a", "b", "c"], dtype=object)}, r"classes is stored as an object array.*dtype=str"),
+])
+def test_npz_labels_and_class_names_are_checked(tmp_path, arrays, message):
+    path = _npz(tmp_path / "mine.npz", **arrays)
+    with pytest.raises(data.DatasetFormatError, match=message):
+        custom_data.load(str(path))
+
+
+def test_a_path_named_like_a_built_in_dataset_is_never_the_built_in_one(tmp_path):
+    path = _npz(tmp_path / "fashion-mnist.npz")
+    with pytest.raises(data.DatasetFormatError, match=r"your data is named 'fashion-mnist', the name of a built-in "
+                                                      r"dataset.*Rename the file \(e\.g\. my-fashion-mnist\)"):
+        custom_data.load(str(path))
+
+
+def test_a_registered_path_that_does_not_exist_names_the_table(tmp_path):
+    reg = tmp_path / "datasets.toml"
+    reg.write_text('[parts]\npath = "gone/parts"\n')
+    with pytest.raises(data.DatasetNotFoundError, match=r"datasets.toml \[parts\]: path = .*gone/parts' does not exist"):
+        custom_data.load("parts", registry=reg)
+
+
+NETS = '''
+import torch
+import torch.nn as nn
+
+
+def wide(num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(256, num_classes + 2))
+
+
+def single(num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(256, 1))
+
+
+def broken(num_classes):
+    raise RuntimeError("out of memory, or a typo")
+
+
+def not_a_module(num_classes):
+    return "a string"
+
+
+class Nan(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.fc = nn.Linear(256, num_classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) * float("nan")
+
+
+def nan(num_classes):
+    return Nan(num_classes)
+'''
+
+
+@pytest.mark.parametrize("fn, message", [
+    ("wide", r"returns \(2, 5\) for 2 images; it must return logits of shape \(2, 3\)"),
+    ("single", r"returns \(2, 1\) for 2 images; it must return logits of shape \(2, 3\)"),
+    ("broken", r"cannot be built for mine .*RuntimeError: out of memory, or a typo"),
+    ("not_a_module", r"returned a str, not a torch.nn.Module"),
+])
+def test_a_model_of_ones_own_that_does_not_fit_is_refused_before_training(tmp_path, monkeypatch, fn, message):
+    from harness.run import Options, Plan
+
+    (tmp_path / "mynets.py").write_text(NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = _npz(tmp_path / "mine.npz")
+    opts = Options(dataset=str(path), profile="smoke", device="cpu", data_root=None, gates_path=ROOT / "gates.toml",
+                   report_root=None, candidates=None, recipe_files=[], cache_dir=tmp_path / "cache", arch=f"mynets:{fn}")
+    with pytest.raises(ValueError, match=message):
+        Plan(opts, gates=None).validate()
+    assert not (tmp_path / "cache").exists()  # nothing was trained
+
+
+def test_a_checkpoint_with_non_finite_outputs_is_refused(tmp_path, monkeypatch):
+    import torch
+
+    from harness.run import Options, Plan
+
+    (tmp_path / "mynets.py").write_text(NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    mynets = importlib.import_module("mynets")
+    torch.save(mynets.nan(3).state_dict(), tmp_path / "nan.pt")
+    opts = Options(dataset=str(_npz(tmp_path / "mine.npz")), profile="smoke", device="cpu", data_root=None,
+                   gates_path=ROOT / "gates.toml", report_root=None, candidates=None, recipe_files=[],
+                   cache_dir=None, arch="mynets:nan", weights=tmp_path / "nan.pt")
+    with pytest.raises(ValueError, match=r"--weights .*nan\.pt gives non-finite outputs \(NaN or inf\) in eval mode"):
+        Plan(opts, gates=None).validate()
+
+
+def test_environment_faults_are_one_usage_error_naming_the_option(pytester, monkeypatch):
+    _suite(pytester, monkeypatch)
+    (pytester.path / "afile").write_text("x")
+    args = ["stress_tests", "--baseline-only", "--gates", "g.toml", "-p", "no:cacheprovider"]
+    result = pytester.runpytest_subprocess(*args, "--cache-dir", "afile", "--no-report")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--cache-dir afile is a file, not a folder" in result.stderr.str()
+    if os.geteuid() != 0:  # root can write anywhere: the read-only folder is only a test for other users
+        ro = pytester.path / "ro"
+        ro.mkdir(mode=0o500)
+        result = pytester.runpytest_subprocess(*args, "--report-dir", "ro/reports")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR and "--report-dir ro/reports cannot be written" in \
+            result.stderr.str()
+    result = pytester.runpytest_subprocess(*args, "--report-dir", "afile")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.str().count("--report-dir afile is a file, not a folder") == 1
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result = pytester.runpytest_subprocess(*args, "--image-size", "0", "--no-report")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "--image-size: invalid positive_int value" not in \
+        result.stderr.str() and "0: give 1 or more" in result.stderr.str()
+
+
+def _record(run: Path, **run_fields) -> Path:
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({"run": {"id": run.name, "dataset": "fashion-mnist",
+                                                          "gate_profile": "smoke", **run_fields},
+                                                  "models": {}, "gates": []}))
+    return run
+
+
+def test_compare_refuses_runs_of_other_datasets_and_flags_incomplete_ones(tmp_path):
+    from harness.report import ReportError, compare_runs
+
+    a = _record(tmp_path / "a")
+    b = _record(tmp_path / "b", dataset="cifar10")
+    with pytest.raises(ValueError, match=r"A and B are runs of different datasets \(A: fashion-mnist, B: cifar10\)"):
+        compare_runs(a, b)
+    c = _record(tmp_path / "c-incomplete", complete=False)
+    assert compare_runs(a, c).splitlines()[0].startswith("WARNING: B is an incomplete run")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "results.json").write_text(json.dumps({"run": [], "models": {}}))
+    with pytest.raises(ReportError, match=r"not a run record of this harness \(missing or malformed: run \(dict\), "
+                                          r"gates \(list\)\)"):
+        compare_runs(a, tmp_path / "d")
+
+
+def test_a_real_latest_folder_is_left_alone_and_said_so(tmp_path):
+    from harness.report import folder
+
+    (tmp_path / "latest").mkdir()
+    partial = tmp_path / ".run1.partial"
+    partial.mkdir()
+    final, why = folder.finish(partial, complete=True)
+    assert final == tmp_path / "run1" and (tmp_path / "latest").is_dir() and not (tmp_path / "latest").is_symlink()
+    assert "is a real folder, not the link the harness keeps: it was left as it is" in why

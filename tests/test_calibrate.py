@@ -144,6 +144,11 @@ def test_a_calibration_end_to_end_on_a_tiny_dataset_at_two_thread_counts(tmp_pat
     g = Gates.load(out)
     assert g.calibrations["parts.smoke.toml"]["runs"] == ["s1/t1", "s1/t2", "s2/t1", "s2/t2", "s3/t1", "s3/t2"]
     assert isinstance(g.absolute("parts", "smoke", "baseline"), dict)
-    again = calibrate.calibrate(**{**kw, "progress": lines.append})
-    assert all(r.get("reused") for r in again["results"]) and out.read_text().count("[parts.smoke.baseline]") == 1
-    assert math.isfinite(again["seconds"]) and again["seconds"] < summary["seconds"]
+    evidence = sorted((tmp_path / "cache" / "threads-1" / "evidence").glob("*.npz"))
+    assert {p.name.split("-")[0] for p in evidence} == {"robustness", "adversarial", "attention"}
+    stamps = {p: p.stat().st_mtime_ns for p in evidence}
+    first = out.read_text()
+    again = calibrate.calibrate(**{**kw, "progress": lines.append})  # models and evidence from their caches
+    assert {p: p.stat().st_mtime_ns for p in evidence} == stamps, "the evidence was measured again"
+    body = lambda text: text.split("[parts.smoke.baseline]", 1)[1]  # noqa: E731 - the tables, not the header
+    assert body(out.read_text()) == body(first) and math.isfinite(again["seconds"])

@@ -14,7 +14,7 @@ import torch
 from datagen import CIFAR100_COARSE, decode_index, gz_bytes, idx_bytes, write_cifar
 
 from conftest import DEBIAN_FMNIST
-from harness import data
+from harness import cards, data
 
 # The official Fashion-MNIST idx files (torchvision.datasets.FashionMNIST.resources) give
 # this fingerprint; it is part of every model-cache key, so it must not drift.
@@ -166,7 +166,7 @@ def test_cifar_split_uses_the_seed_validation_size(cifar_root):
     x = np.zeros((n, 3, 32, 32), dtype=np.uint8)
     files = cifar_root("cifar10", train_x=x, test_x=x[:3])
     ds = data.load("cifar10", files.root, download=False)
-    assert len(ds.val_idx) == data.VAL_SIZE["cifar10"] == 5_000
+    assert len(ds.val_idx) == cards.DATASETS["cifar10"].val_size == 5_000
     assert len(ds.train_idx) == n - 5_000
     exp_train, exp_val = random_split_indices(n, 5_000)
     assert ds.val_idx.tolist() == exp_val

@@ -254,7 +254,7 @@ def test_every_improvement_has_its_documented_effect_gated_on_fashion_mnist_smok
     expected failure says why."""
     g = Gates.load(ROOT / "gates.toml")
     for name, effect in recipes.DOCUMENTED_EFFECTS.items():
-        profile = "smoke-imbalance" if name in ("class-weights", "focal-loss") else "smoke"
+        profile = recipes.gate_profile_of(name, "smoke")
         rel = g.relative("fashion-mnist", profile, name)
         gated = {gate.metric for key, gate in rel.items() if gate.kind == "effect"}
         assert {metric for metric, _, _ in effect.checks} <= gated, (name, gated)

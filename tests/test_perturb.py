@@ -8,7 +8,7 @@ from torch import nn
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from harness import perturb
+from harness import cards, perturb
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -279,7 +279,7 @@ def test_occlusion_sweep_matches_a_naive_loop(shape, patch, stride, fill, batch_
 
 
 def test_occlusion_masks_tile_the_usual_sizes():
-    for size, (patch, stride) in perturb.OCCLUSION_PATCHES.items():
+    for size, (patch, stride) in cards.OCCLUSION_BY_SIZE.items():
         masks = perturb.occlusion_masks(size, size, patch, stride)
         n = (size - patch) // stride + 1
         assert masks.shape == (n * n, size, size) and (masks.sum((1, 2)) == patch * patch).all()

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from harness import metrics, recipes
+from harness import cards, metrics, recipes
 from harness.recipes import Recipe
 
 # Every field's default, spelled out (not read from the dataclass): a changed default
@@ -81,8 +81,8 @@ def test_smoke_profile_changes_only_the_smoke_fields(dataset, name):
     full = recipes.get(dataset, name, "full")
     smoke = recipes.get(dataset, name, "smoke")
     diff = full.diff(smoke)
-    assert set(diff) <= set(recipes.SMOKE[dataset])
-    for f, v in recipes.SMOKE[dataset].items():
+    assert set(diff) <= set(cards.PROFILES["smoke"].shrink[dataset])
+    for f, v in cards.PROFILES["smoke"].shrink[dataset].items():
         assert getattr(smoke, f) == v
     assert smoke.train_subset > 0  # the smoke profile never trains on everything
 
@@ -154,7 +154,7 @@ def test_improvement_changes_only_its_own_fields(dataset, improvement):
     base = recipes.BASELINES[dataset]
     own = dict(recipes.IMPROVEMENTS[improvement])
     if improvement == "fgsm-training":
-        own["fgsm_eps"] = recipes.FGSM_TRAINING_EPS.get(dataset, own["fgsm_eps"])
+        own["fgsm_eps"] = cards.DATASETS[dataset].fgsm_training_eps
     improved = recipes.improve(base, improvement)
     diff = base.diff(improved)
     assert diff["name"] == ("baseline", improvement)
@@ -176,11 +176,10 @@ def test_improvement_changes_only_its_own_fields(dataset, improvement):
 
 
 def test_adversarial_training_uses_the_budget_it_is_attacked_with():
-    from harness import stress
 
     for dataset in recipes.BASELINES:
         trained = recipes.improve(recipes.BASELINES[dataset], "fgsm-training").fgsm_eps
-        assert trained == pytest.approx(stress.REFERENCE_EPS[dataset]), dataset
+        assert trained == pytest.approx(cards.DATASETS[dataset].reference_eps), dataset
 
 
 def test_every_improvement_changes_something_on_every_dataset():
@@ -258,7 +257,7 @@ lr = 5e-3
     assert augment_smoke.diff(smoke) == {
         "name": ("augment", "wide-lr"), "lr": (1e-3, 5e-3), "epochs": (3, 1), "milestones": ((), (5, 8)),
     }
-    assert smoke.train_subset == recipes.SMOKE["fashion-mnist"]["train_subset"]
+    assert smoke.train_subset == cards.PROFILES["smoke"].shrink["fashion-mnist"]["train_subset"]
     assert isinstance(smoke.milestones, tuple)
 
 

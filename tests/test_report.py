@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures.record import metric_info
 from harness import compare, metrics, report
+from harness import io as hio
 from harness.evaluate import softmax
 from harness.metrics import Samples
 from harness.report import figures
+from harness.run import metric_info
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -423,14 +424,14 @@ def test_a_failing_figure_is_recorded_and_the_rest_still_written(tmp_path, monke
 
 def test_atomic_write_leaves_old_file_and_no_temp_on_failure(tmp_path, monkeypatch):
     target = tmp_path / "results.json"
-    report.atomic_write_text(target, "old")
+    hio.atomic_write_text(target, "old")
 
     def fail(src, dst):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
-        report.atomic_write_text(target, "new")
+        hio.atomic_write_text(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 

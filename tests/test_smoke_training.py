@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness import cache, metrics, recipes, train
+from harness import cache, cards, metrics, recipes, train
 
 
 def test_smoke_fashion_mnist_baseline_reaches_85_percent(fashion_mnist):
@@ -16,7 +16,7 @@ def test_smoke_fashion_mnist_baseline_reaches_85_percent(fashion_mnist):
     result = train.train(recipe, ds, "smoke")
     assert result.cache_path is not None and result.cache_path.parent == cache.default_cache_dir()
     assert result.cache_path.is_file()
-    assert result.train_size == recipes.SMOKE["fashion-mnist"]["train_subset"]
+    assert result.train_size == cards.PROFILES["smoke"].shrink["fashion-mnist"]["train_subset"]
     assert len(result.history) == recipe.epochs
     assert result.best_epoch == 1 + int(np.argmax([row["val_accuracy"] for row in result.history]))
 

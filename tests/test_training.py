@@ -115,7 +115,7 @@ def test_runtime_switches_are_part_of_the_cache_key():
 
 
 def test_profile_auto_is_full_on_cuda_and_smoke_on_cpu(monkeypatch):
-    from fixtures.plugin import resolve_profile
+    from fixtures.options import resolve_profile
 
     assert resolve_profile("full", "cpu") == "full" and resolve_profile("smoke", "auto") == "smoke"
     assert resolve_profile("auto", "cpu") == "smoke"

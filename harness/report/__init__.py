@@ -1,25 +1,15 @@
 """Run reports: the run record -> results.json, summary.md, figures, index.html.
 
-Split by concern: ``io`` (run folders, atomic files, predictions), ``tables`` (every table,
+Split by concern: ``io`` (run folders, predictions; atomic files: ``harness.io``), ``tables`` (every table,
 from the record alone), ``plan`` (which figures, where), ``figures`` (matplotlib),
 ``markdown`` (summary.md), ``html`` (index.html), ``render`` (write and rebuild a run),
 ``diff`` (what changed between two runs).
 """
 
 from .diff import compare_runs
-from .io import (
-    INDEX,
-    RESULTS,
-    SUMMARY,
-    ReportError,
-    atomic_savez,
-    atomic_write_bytes,
-    atomic_write_text,
-    load_results,
-)
+from .io import INDEX, RESULTS, SUMMARY, ReportError, load_results
 from .render import rebuild, render_all, write_run
 
 __all__ = [
-    "INDEX", "RESULTS", "SUMMARY", "ReportError", "atomic_savez", "atomic_write_bytes", "atomic_write_text",
-    "compare_runs", "load_results", "rebuild", "render_all", "write_run",
+    "INDEX", "RESULTS", "SUMMARY", "ReportError", "compare_runs", "load_results", "rebuild", "render_all", "write_run",
 ]

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 
-from .io import atomic_write_bytes, atomic_write_text, class_names, stems
+from ..io import atomic_write_bytes, atomic_write_text
+from .io import record_classes, stems
 
 SCALE = 8  # 28 px -> 224 px
 
@@ -44,7 +45,7 @@ def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarra
 
 def write_cases(run_dir: Path, gradcam: dict, record: dict) -> list[str]:
     """Write every case folder; returns their relative paths."""
-    classes = class_names(record, max(len(record.get("classes") or []), 1 + int(np.max(gradcam["labels"], initial=0))))
+    classes = record_classes(record, max(len(record.get("classes") or []), 1 + int(np.max(gradcam["labels"], initial=0))))
     named = {int(c["id"]): c for c in record.get("named_cases") or []}
     model_stems = stems(list(gradcam["cams"]))
     out = []

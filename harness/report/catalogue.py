@@ -14,8 +14,9 @@ from pathlib import Path
 
 from .. import recipes
 from ..gates import Gates
-from .io import atomic_write_text
-from .tables import effect_evidence, fmt, fmt_change, held_effect
+from ..io import atomic_write_text
+from .format import fmt, fmt_change
+from .tables import effect_evidence, held_effect
 
 START, END = "<!-- improvements:start -->", "<!-- improvements:end -->"
 
@@ -54,7 +55,7 @@ def table(reports: Path, gates: Gates, dataset: str = "fashion-mnist", profile: 
             f"{dataset} {profile}: change [95% CI] | held | accuracy change [95% CI] | expected to fail on {profile} |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, effect in recipes.DOCUMENTED_EFFECTS.items():
-        gate_profile = profile + ("-imbalance" if name in ("class-weights", "focal-loss") else "")
+        gate_profile = recipes.gate_profile_of(name, profile)
         xfail = gates.expected_failures(dataset, gate_profile, name)
         xf = "; ".join(f"`{k}`: {v}" for k, v in xfail.items()) or "-"
         rec = runs.get(name)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from .format import DASH, fmt, fmt_delta, fmt_value, is_num, metric_kind
 from .io import load_results, model_order
-from .tables import DASH, bound_text, fmt, fmt_delta, fmt_value, gate_counts, gate_status, is_num, metric_kind
+from .tables import _STATUS, bound_text, gate_counts, gate_status
 
 COMPARED_METRICS = ("accuracy", "loss", "ece", "ece_over", "ece_under", "confident_errors_90", "confident_errors_99",
                     "worst_class_accuracy", "balanced_accuracy", "aurc", "generalisation_gap")
@@ -22,7 +23,7 @@ def _gate_key(g: Mapping) -> tuple:
 def _gate_outcome(g: Mapping | None) -> str:
     if g is None:
         return "absent"
-    st = {"passed": "PASS", "failed": "FAIL", "n/a": "N/A"}[gate_status(g)]
+    st = _STATUS.get(gate_status(g), gate_status(g).upper())
     return f"{st} ({g.get('metric')}={fmt_value(g.get('value'))}, {bound_text(g)})"
 
 
@@ -30,8 +31,18 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> str:
     """What changed from run A to run B: metrics per model, gates that flipped, recipes."""
     a, dir_a = load_results(run_a)
     b, dir_b = load_results(run_b)
-    out = [f"A: {(a.get('run') or {}).get('id', '?')}  ({dir_a})",
-           f"B: {(b.get('run') or {}).get('id', '?')}  ({dir_b})", ""]
+    ra, rb = a["run"], b["run"]
+    for field in ("dataset", "gate_profile"):
+        if ra.get(field) != rb.get(field):
+            raise ValueError(f"A and B are runs of different {field.replace('gate_', '')}s (A: {ra.get(field)}, B: "
+                             f"{rb.get(field)}): their metrics and gates are not comparable; compare runs of one "
+                             "dataset and profile")
+    out = []
+    for tag, r, d in (("A", ra, dir_a), ("B", rb, dir_b)):
+        if r.get("complete") is False or str(d.name).endswith("-incomplete"):
+            out.append(f"WARNING: {tag} is an incomplete run (interrupted): it holds only what was measured before "
+                       "it stopped")
+    out += [f"A: {ra.get('id', '?')}  ({dir_a})", f"B: {rb.get('id', '?')}  ({dir_b})", ""]
     ma, mb = a.get("models") or {}, b.get("models") or {}
     names = list(dict.fromkeys([*model_order(a), *model_order(b)]))
     rows = []

@@ -11,8 +11,8 @@ import html
 import re
 from collections.abc import Callable
 
-from . import tables
-from .tables import Table
+from . import findings, tables
+from .format import Table
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -146,33 +146,33 @@ def render_html(record: dict, files: list[str]) -> str:
     nt = tables.table_named_cases(record)
     if nt[1]:
         body.append(html_table(nt, cls="cases"))
-    tx = tables.table_taxonomy(record)
+    tx = findings.table_taxonomy(record)
     if tx[1]:
         body.append("<h3>Failure taxonomy</h3><p class='meta'>Each error made with >= 90% confidence gets one "
                     "dominant mode from measured signals (rules and limits: harness/taxonomy.py).</p>" + html_table(tx))
         for m in tables.model_order(record):
-            bc = tables.table_taxonomy_by_class(record, m)
+            bc = findings.table_taxonomy_by_class(record, m)
             if bc[1]:
                 body.append(_fold(f"{m}: failure modes by true class", html_table(bc)))
-    at = tables.table_attention(record)
+    at = findings.table_attention(record)
     if at[1]:
         body.append("<h3>Attention on the shared explanation set</h3><p class='meta'>The same images for every model: "
                     "the named cases, each model's most confident errors and right predictions of the same classes; "
                     "each explained for the model's own prediction. Definitions: harness/explain.py.</p>" + html_table(at))
-        ac = tables.table_attention_changes(record)
+        ac = findings.table_attention_changes(record)
         if ac[1]:
             body.append("<h4>Before and after, paired on those images</h4>" + html_table(ac))
     cases = record.get("cases") or []
     if cases:
         body.append("<p class='meta'>Per-case folders (image, meta.json, one heatmap per model): "
                     + ", ".join(f'<a href="{e(c)}/meta.json">{e(c.split("/")[-1])}</a>' for c in cases) + ".</p>")
-    cp = tables.table_confused_pairs(record)
+    cp = findings.table_confused_pairs(record)
     if cp[1]:
         body.append("<h3>Most confused class pairs</h3>" + html_table(cp))
     body.append(html_figures(record, "failures") or "<p class='meta'>No Grad-CAM gallery in this run.</p>")
 
     body.append('<h2 id="robustness">Robustness</h2>')
-    sv, ad, ge = tables.table_severity(record), tables.table_adversarial(record), tables.table_geometry(record)
+    sv, ad, ge = findings.table_severity(record), findings.table_adversarial(record), findings.table_geometry(record)
     if not (sv[1] or ad[1] or ge[1]):
         body.append("<p class='meta'>No robustness test ran in this run.</p>")
     if sv[1]:
@@ -181,7 +181,7 @@ def render_html(record: dict, files: list[str]) -> str:
         body.append(f"<h3>Common corruptions</h3><p class='meta'>{src.get('images', '')} test images; corruptions "
                     f"{e(str(src.get('source', '')))}. Mean over every corruption at each severity.</p>" + html_table(sv))
         for m in tables.model_order(record):
-            ct = tables.table_corruptions(record, m)
+            ct = findings.table_corruptions(record, m)
             if ct[1]:
                 body.append(_fold(f"{m}: accuracy per corruption and severity", html_table(ct)))
     if ad[1]:

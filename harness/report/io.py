@@ -1,19 +1,15 @@
 """Reading and writing run folders: atomic files, strict JSON, predictions, Grad-CAM arrays.
 
-Every file is written atomically (a temporary file in the same folder, fsync, then
-``os.replace``), so a reader never sees half a file.
+Every file is written atomically (``harness.io``), so a reader never sees half a file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_savez, atomic_write_text
 from ..metrics import Samples
 
 RESULTS = "results.json"
@@ -33,38 +30,6 @@ JUNIT = "junit.xml"
 
 class ReportError(RuntimeError):
     """A run directory that cannot be reported on (no results.json, unreadable record)."""
-
-
-# ============================================================================ atomic files
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_savez(path: str | Path, **arrays: np.ndarray) -> Path:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 # ============================================================================ JSON
@@ -113,7 +78,12 @@ def load_results(run: str | Path) -> tuple[dict, Path]:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ReportError(f"cannot read {p}: {exc}") from exc
     if not isinstance(record, dict):
-        raise ReportError(f"{p} does not hold a run record (a JSON object)")
+        raise ReportError(f"cannot read {p}: it does not hold a run record (a JSON object)")
+    wrong = [f"{k} ({kind.__name__})" for k, kind in (("run", dict), ("models", dict), ("gates", list))
+             if not isinstance(record.get(k), kind)]
+    if wrong:
+        raise ReportError(f"cannot read {p}: not a run record of this harness (missing or malformed: "
+                          f"{', '.join(wrong)}); rerun the suite to write it again")
     return record, p.resolve().parent
 
 
@@ -155,7 +125,7 @@ def candidates(record: dict) -> list[str]:
     return [m for m in model_order(record) if m != base] if base in (record.get("models") or {}) else []
 
 
-def class_names(record: dict, k: int | None = None) -> list[str]:
+def record_classes(record: dict, k: int | None = None) -> list[str]:
     classes = list(record.get("classes") or [])
     if k is not None and len(classes) != k:
         classes = classes + [str(i) for i in range(len(classes), k)] if len(classes) < k else classes[:k]
@@ -197,7 +167,7 @@ def write_predictions(run_dir: Path, stem: str, arr: Mapping, classes: list[str]
 
 def write_predictions_csv(run_dir: Path, stem: str, data: ModelData, classes: list[str]) -> str:
     s = data.samples
-    names = class_names({"classes": classes}, s.num_classes)
+    names = record_classes({"classes": classes}, s.num_classes)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "label", "label_name", "pred", "pred_name", "confidence", "correct"])

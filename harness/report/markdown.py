@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from . import tables
-from .tables import Table
+from . import findings, tables
+from .format import Table
 
 
 def md(table: Table) -> str:
@@ -41,14 +41,14 @@ def summary_markdown(record: dict) -> str:
             "bootstrap interval over test images (first seed).")
     section("Wrong predictions by confidence threshold", tables.table_thresholds(record))
     section("Named failure cases", tables.table_named_cases(record))
-    section("Failure taxonomy (errors with >= 90% confidence)", tables.table_taxonomy(record),
+    section("Failure taxonomy (errors with >= 90% confidence)", findings.table_taxonomy(record),
             "Dominant mode per error from measured signals; rules and limits in harness/taxonomy.py.")
-    section("Most confused class pairs", tables.table_confused_pairs(record))
-    section("Attention on the shared explanation set", tables.table_attention(record))
-    section("Attention before and after (paired, same images)", tables.table_attention_changes(record))
-    section("Common corruptions by severity", tables.table_severity(record))
-    section("Adversarial attacks", tables.table_adversarial(record))
-    section("Occlusion, scale, position, flips", tables.table_geometry(record))
+    section("Most confused class pairs", findings.table_confused_pairs(record))
+    section("Attention on the shared explanation set", findings.table_attention(record))
+    section("Attention before and after (paired, same images)", findings.table_attention_changes(record))
+    section("Common corruptions by severity", findings.table_severity(record))
+    section("Adversarial attacks", findings.table_adversarial(record))
+    section("Occlusion, scale, position, flips", findings.table_geometry(record))
     figs = record.get("figures") or {}
     if figs:
         out.extend(["## Figures", ""])

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .. import metrics
 from . import figures
-from .io import ModelData, candidates, class_names, model_order, stems
+from .io import ModelData, candidates, model_order, record_classes, stems
 
 SECTIONS = {
     "key": "Key figures",
@@ -84,7 +84,7 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
             "failures",
             lambda: figures.gradcam_gallery(
                 g["images"], g["ids"], g["labels"],
-                class_names(record, max(len(record.get("classes") or []), 1 + int(max(
+                record_classes(record, max(len(record.get("classes") or []), 1 + int(max(
                     g["labels"].max(initial=0), *[p.max(initial=0) for p in g["preds"].values()])))),
                 {m: g["cams"][m] for m in cam_models}, g["preds"], g["confidences"],
                 names=record.get("sample_names")),
@@ -127,7 +127,7 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
             "failures",
             lambda m=m, ex=ex: figures.failure_mode_examples(
                 ex["images"], ex["ids"], ex["labels"], ex["preds"], ex["confidences"], [str(v) for v in ex["modes"]],
-                class_names(record, max(len(record.get("classes") or []), 1 + int(max(ex["labels"].max(), ex["preds"].max())))),
+                record_classes(record, max(len(record.get("classes") or []), 1 + int(max(ex["labels"].max(), ex["preds"].max())))),
                 m, names=record.get("sample_names")),
         ))
     histories = {m: models[m].get("history") or [] for m in order}
@@ -157,7 +157,7 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
                 "(seed 001 Fig 8).",
                 "classes",
                 lambda c=c: figures.class_accuracy_change(
-                    class_names(record, samples[base].num_classes),
+                    record_classes(record, samples[base].num_classes),
                     models[base].get("per_class_accuracy") or metrics.class_recall(samples[base]),
                     models[c].get("per_class_accuracy") or metrics.class_recall(samples[c]), base, c),
             ))
@@ -166,6 +166,6 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
             f"confusion_{names[m]}",
             f"Confusion matrix of {m} on the test split, normalised by true class (rows).",
             "classes",
-            lambda m=m, smp=smp: figures.confusion_matrix(m, smp, class_names(record, smp.num_classes)),
+            lambda m=m, smp=smp: figures.confusion_matrix(m, smp, record_classes(record, smp.num_classes)),
         ))
     return specs

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_write_bytes, atomic_write_text
 from . import figures, tables
 from .cases import write_cases
 from .html import fallback_html, render_html
@@ -43,8 +44,6 @@ from .io import (
     RESULTS,
     SUMMARY,
     ModelData,
-    atomic_write_bytes,
-    atomic_write_text,
     dumps,
     jsonable,
     list_files,

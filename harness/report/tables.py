@@ -9,115 +9,29 @@ tabulate, ``html.py`` as HTML.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 
-import numpy as np
+from .format import (  # noqa: F401
+    DASH,
+    Table,
+    _held,
+    _metric,
+    fmt,
+    fmt_change,
+    fmt_ci,
+    fmt_delta,
+    fmt_value,
+    is_num,
+    label,
+    metric_kind,
+    unit_kind,
+)
+from .io import candidates, model_order, record_classes
 
-from .io import candidates, class_names, model_order
-
-DASH = "—"
-Table = tuple[list[str], list[list[str]]]
 # The answer first: the metrics the seeds argue with, side by side.
 HEADLINE = ("accuracy", "confident_errors_90", "confident_errors_99", "ece", "ece_over", "ece_under",
             "worst_class_accuracy", "loss")
 PER_CLASS_SHOWN = 20  # more classes: the worst ones here, all of them in per_class.csv
-
-
-# ============================================================================ formatting
-
-
-def is_num(v) -> bool:
-    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool) and math.isfinite(float(v))
-
-
-def unit_kind(unit: str | None) -> str:
-    return {"share": "pct", "count": "int"}.get(unit or "", "num")
-
-
-def metric_kind(record: dict, key: str) -> str:
-    info = (record.get("metric_info") or {}).get(key) or {}
-    if info:
-        return unit_kind(info.get("unit"))
-    if key.startswith(("confident_errors", "errors")):
-        return "int"
-    return "pct" if key.endswith(("accuracy", "coverage", "share")) else "num"
-
-
-def fmt(v, kind: str = "num") -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return DASH
-    if kind == "bool" or isinstance(v, bool):
-        return "yes" if v else "no"
-    if not is_num(v):
-        return str(v)
-    v = float(v)
-    if kind == "pct":
-        return f"{v * 100:.2f}%"
-    if kind == "int":
-        return f"{int(round(v))}"
-    if kind == "sec":
-        return f"{v:.1f} s"
-    if kind == "p":
-        return f"{v:.3g}"
-    return f"{v:.4f}"
-
-
-def fmt_delta(d, kind: str = "num") -> str:
-    if d is None or not is_num(d):
-        return DASH
-    d = float(d)
-    if kind == "pct":
-        return f"{d * 100:+.2f} pp"
-    if kind == "int":
-        return f"{int(round(d)):+d}"
-    if kind == "sec":
-        return f"{d:+.1f} s"
-    return f"{d:+.4f}"
-
-
-def fmt_ci(ci, kind: str = "num") -> str:
-    if not ci or len(ci) != 2 or not all(is_num(x) for x in ci):
-        return DASH
-    lo, hi = float(ci[0]), float(ci[1])
-    if kind == "pct":
-        return f"[{lo * 100:+.2f}, {hi * 100:+.2f}] pp"
-    if kind == "int":
-        return f"[{lo:+.0f}, {hi:+.0f}]"
-    return f"[{lo:+.4f}, {hi:+.4f}]"
-
-
-def fmt_change(d, ci, kind: str = "num") -> str:
-    """A change with its interval: ``+1.28 [+0.74, +1.84] pp`` (the unit once)."""
-    delta, interval = fmt_delta(d, kind), fmt_ci(ci, kind)
-    if kind == "pct" and interval != DASH and delta != DASH:
-        return f"{delta.removesuffix(' pp')} {interval}"
-    return f"{delta} {interval}"
-
-
-def fmt_value(v) -> str:
-    if v is None:
-        return DASH
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, int | np.integer):
-        return str(int(v))
-    if is_num(v):
-        return f"{float(v):.4g}"
-    return str(v)
-
-
-def label(record: dict, key: str) -> str:
-    info = (record.get("metric_info") or {}).get(key) or {}
-    return f"{key}: {info['description']}" if info.get("description") else key
-
-
-def _metric(record: dict, model: str, key: str):
-    return ((record.get("models") or {}).get(model) or {}).get("metrics", {}).get(key)
-
-
-def _held(v) -> str:
-    return "yes" if v is True else "NO" if v is False else "n/a"
 
 
 # ============================================================================ the answer
@@ -296,7 +210,7 @@ def per_class_rows(record: dict) -> tuple[list[str], list[list[str]], int]:
     cands = candidates(record)
     pca = {m: models[m].get("per_class_accuracy") or [] for m in order}
     k = max((len(v) for v in pca.values()), default=0)
-    classes = class_names(record, k)
+    classes = record_classes(record, k)
     counts = next((models[m].get("class_counts") for m in order if models[m].get("class_counts")), None) or []
     headers = ["Class", "Test images", *order, *[f"change {c}" for c in cands]]
     ref = pca.get(base) or pca[order[0]] if order else []
@@ -500,6 +414,10 @@ def table_metadata(record: dict) -> Table:
                  f"val {data.get('val', DASH)}, test {data.get('test', DASH)})" if data else DASH],
         ["Started / finished (UTC)", f"{run.get('started_utc', DASH)} / {run.get('finished_utc', DASH)}"],
         ["Total time", fmt((record.get("timings") or {}).get("total_seconds"), "sec")],
+        ["Where the time went", "; ".join(
+            f"{k.replace('_', ' ')} {fmt(v.get('seconds'), 'sec')}" + (f" ({v['cached']} of {v['models']} from cache)"
+                                                                        if v.get("cached") else "")
+            for k, v in (record.get("time_spent") or {}).items()) or DASH],
         ["Device", f"{run.get('device', DASH)} ({run.get('device_name', DASH)})"],
         ["Command", run.get("command", DASH)],
         ["Gates file", run.get("gates_file", DASH)],
@@ -510,153 +428,3 @@ def table_metadata(record: dict) -> Table:
         ["Versions", ", ".join(f"{k} {v}" for k, v in (run.get("versions") or {}).items()) or DASH],
     ]
     return ["Field", "Value"], [[str(a), str(b)] for a, b in rows]
-
-
-# ============================================================================ robustness
-
-
-def _rob(record: dict) -> dict[str, dict]:
-    models = record.get("models") or {}
-    return {m: models[m].get("robustness") or {} for m in model_order(record)}
-
-
-def table_severity(record: dict) -> Table:
-    """Mean over corruptions at each severity: accuracy, ECE and the share of images wrong with
-    >= 90% confidence (how confident errors grow with severity)."""
-    rob = {m: r for m, r in _rob(record).items() if r.get("by_severity")}
-    headers = ["Severity"] + [f"{m} {k}" for m in rob for k in ("accuracy", "ECE", "wrong >=90%")]
-    rows = []
-    if not rob:
-        return headers, rows
-    levels = max(len(r["by_severity"]) for r in rob.values())
-    for i in range(-1, levels):
-        row = ["clean" if i < 0 else str(i + 1)]
-        for r in rob.values():
-            cell = r["clean"] if i < 0 else (r["by_severity"][i] if i < len(r["by_severity"]) else {})
-            row += [fmt(cell.get("accuracy"), "pct"), fmt(cell.get("ece")), fmt(cell.get("confident_error_rate"), "pct")]
-        rows.append(row)
-    return headers, rows
-
-
-def table_corruptions(record: dict, model: str) -> Table:
-    r = _rob(record).get(model) or {}
-    corr = r.get("corruptions") or {}
-    levels = max((len(v) for v in corr.values()), default=0)
-    headers = ["Corruption", *[f"severity {i + 1}" for i in range(levels)], "mean"]
-    rows = []
-    for name, cells in sorted(corr.items(), key=lambda kv: np.mean([c["accuracy"] for c in kv[1]])):
-        accs = [c["accuracy"] for c in cells]
-        rows.append([name, *[fmt(a, "pct") for a in accs], fmt(float(np.mean(accs)), "pct")])
-    return headers, rows
-
-
-def table_adversarial(record: dict) -> Table:
-    adv = {m: r["adversarial"] for m, r in _rob(record).items() if r.get("adversarial")}
-    headers = ["eps (L-inf)"] + [f"{m} {a}" for m in adv for a in ("FGSM", "PGD")]
-    if not adv:
-        return headers, []
-    first = next(iter(adv.values()))
-    rows = [["0 (clean)", *[fmt(a["clean"]["accuracy"], "pct") for a in adv.values() for _ in (0, 1)]]]
-    for i, e in enumerate(first["epsilons"]):
-        mark = " (reference)" if abs(e - (first.get("reference_eps") or -1)) < 1e-12 else ""
-        rows.append([f"{e:.4g}{mark}", *[fmt(a[k][i]["accuracy"], "pct") for a in adv.values() for k in ("fgsm", "pgd")]])
-    return headers, rows
-
-
-def table_geometry(record: dict) -> Table:
-    """Occlusion, scale, shifts, rotations, flips: accuracy and the share of changed predictions."""
-    rob = {m: r for m, r in _rob(record).items() if r.get("geometry")}
-    headers = ["Stress"] + [f"{m} {k}" for m in rob for k in ("accuracy", "changed")]
-    keys = list(dict.fromkeys(k for r in rob.values() for k in r["geometry"]))
-    rows = []
-    for k in keys:
-        row = [k]
-        for r in rob.values():
-            cell = r["geometry"].get(k) or {}
-            row += [fmt(cell.get("accuracy"), "pct"), fmt(cell.get("flip_share"), "pct")]
-        rows.append(row)
-    return headers, rows
-
-
-# ============================================================================ failure taxonomy
-
-
-def table_taxonomy(record: dict) -> Table:
-    models = record.get("models") or {}
-    tax = {m: models[m]["taxonomy"] for m in model_order(record) if (models[m].get("taxonomy") or {}).get("counts")}
-    if not tax:
-        return ["Failure mode"], []
-    modes = next(iter(tax.values()))["modes"]
-    headers = ["Failure mode", *[f"{m} (of {t['errors']}" + (f", the most confident of {t['confident_errors']})"
-                                                           if t.get("confident_errors", 0) > t["errors"] else ")")
-                                 for m, t in tax.items()]]
-    rows = []
-    for mode in modes:
-        row = [mode]
-        for t in tax.values():
-            n = t["counts"].get(mode, 0)
-            row.append(f"{n} ({n / t['errors']:.0%})" if t["errors"] else "0")
-        rows.append(row)
-    return headers, rows
-
-
-def table_taxonomy_by_class(record: dict, model: str, limit: int = 10) -> Table:
-    t = ((record.get("models") or {}).get(model) or {}).get("taxonomy") or {}
-    modes = t.get("modes") or []
-    headers = ["True class", "Confident errors", *modes]
-    rows = []
-    for cls, counts in sorted((t.get("by_class") or {}).items(), key=lambda kv: -sum(kv[1].values()))[:limit]:
-        rows.append([cls, str(sum(counts.values())), *[str(counts.get(m, 0)) for m in modes]])
-    return headers, rows
-
-
-def table_confused_pairs(record: dict, limit: int = 10) -> Table:
-    """The most confused class pairs (both directions), per model."""
-    models = record.get("models") or {}
-    pairs = {m: models[m].get("confused_pairs") or [] for m in model_order(record)}
-    headers = [h for m in pairs for h in (f"{m}: class pair", "errors")]
-    rows = []
-    for i in range(min(limit, max((len(p) for p in pairs.values()), default=0))):
-        row = []
-        for p in pairs.values():
-            row += [f"{p[i][0]} vs {p[i][1]}", str(p[i][2])] if i < len(p) else [DASH, DASH]
-        rows.append(row)
-    return headers, rows
-
-
-# ============================================================================ attention
-
-
-def table_attention(record: dict) -> Table:
-    """Per model, on the shared explanation set: concentration (overall, on its wrong and on its
-    right predictions), faithfulness against random maps, the randomisation check."""
-    models = record.get("models") or {}
-    att = {m: models[m]["attention"] for m in model_order(record) if (models[m].get("attention") or {}).get("images")}
-    headers = ["", *att]
-    if not att:
-        return headers, []
-    first = next(iter(att.values()))
-    shape = "x".join(str(v) for v in first.get("layer_shape") or [])
-    rows = [["images (layer, method)", *[f"{a['images']} ({a.get('layer')} {shape}, {a.get('method')})" for a in att.values()]]]
-    for key, label in (("cam_gini", "Gini"), ("cam_entropy", "normalised entropy"), ("cam_top10", "top-10% share")):
-        rows.append([f"{label}: all / wrong / right",
-                     *[" / ".join(fmt(a[g].get(key)) for g in ("all", "wrong", "right")) for a in att.values()]])
-    for key, label in (("cam_deletion_gap", "deletion gap vs random (> 0 faithful)"),
-                       ("cam_insertion_gap", "insertion gap vs random (> 0 faithful)"),
-                       ("cam_randomisation_corr", "correlation after randomising the weights (low: sane)"),
-                       ("cam_degenerate_share", "degenerate maps")):
-        rows.append([label, *[fmt(a["all"].get(key), "pct" if key == "cam_degenerate_share" else "num") for a in att.values()]])
-    return headers, rows
-
-
-def table_attention_changes(record: dict) -> Table:
-    """Candidate minus baseline on the same explanation images, with paired 95% intervals."""
-    headers = ["Candidate", "Metric", "Change [95% CI]", "Interval excludes 0"]
-    rows = []
-    for c, cmp in (record.get("comparisons") or {}).items():
-        for key, d in (cmp.get("attention_deltas") or {}).items():
-            ci = d.get("ci")
-            excl = "yes" if ci and (ci[0] > 0 or ci[1] < 0) else "no" if ci else DASH
-            rows.append([c, key, f"{fmt_delta(d.get('delta'))} {fmt_ci(ci)}" if d.get("delta") is not None
-                         else f"n/a ({d.get('not_applicable', '')})", excl])
-    return headers, rows

@@ -1,275 +1,38 @@
-"""gates.toml -> validated bounds per dataset x profile x model -> pass / fail with the figure.
-
-Layout of a gates file::
-
-    include = ["gates/fashion-mnist.smoke.toml"]   # calibrated tables (python -m harness calibrate)
-
-    [default.smoke.default]              # any dataset, any model (chance-relative bounds)
-    accuracy_above_chance_min = 0.2
-
-    [fashion-mnist.smoke.baseline]       # one model: overrides the defaults key by key
-    confident_errors_99_max = 60
-    class_accuracy_min = { Shirt = 0.2, Trouser = 0.9 }   # per-class metrics: one bound per class
-    unbounded = { cam_gini = "why it is left unbounded" }  # masks inherited bounds of a metric
-
-    [fashion-mnist.smoke.baseline.evidence]               # what each bound was derived from
-    accuracy = { n = 20, mean = 0.866, sd = 0.004, min = 0.856, max = 0.872, values = [...] }
-
-    [fashion-mnist.smoke.augment.vs_baseline]   # relative to the run's baseline model
-    confident_errors_99_max_ratio = 0.5  # candidate <= 0.5 x baseline
-    accuracy_min_delta = -0.02           # candidate >= baseline - 0.02
-    loss_effect = "improves"             # the change's 95% interval on the improving side
-    ece_effect = { expect = "not_worse", margin = 0.01 }  # not worse by more than the margin
-
-A model's bounds merge, key by key, later winning: ``[default.P.default]``,
-``[default.P.<model>]``, ``[<dataset>.P.default]``, ``[<dataset>.P.<model>]`` (P: the profile,
-``<profile>-imbalance`` for long-tailed runs). ``unbounded`` in a later table removes a
-metric's inherited bounds and says why (a calibrated table leaves a metric unbounded where its
-evidence cannot support a bound). Included files hold tables of their own: a table defined in
-two files is an error; each included file may open with a ``[calibration]`` table describing
-the runs its evidence comes from (``harness/calibrate.py``).
-
-Keys are ``<metric>_<kind>``; the metric must be in ``harness.metrics.REGISTRY`` and the kind
-must point the metric's way: ``min`` / ``min_delta`` / ``min_ratio`` for higher-is-better
-metrics, ``max`` / ``max_delta`` / ``max_ratio`` for lower-is-better ones (either for a
-neutral metric), ``effect`` for a metric with a better side that can be compared on the same
-images. A ``min`` / ``max`` bound outside the metric's range (``accuracy_min = -0.5``) can
-never fail and is refused. Everything is validated when the file is loaded, before any
-training: a mistake is a ``GateFileError`` naming the key, the table and the valid choices.
-Every failure message names the metric, the measured value, the bound and the table it came
-from, and the evidence of a calibrated bound.
-
-Effects (``<metric>_effect``) are claims about a recipe, and a recipe's effect varies with the
-training run: they are decided on the interval of the per-seed paired change across at least
-``MIN_EFFECT_SEEDS`` training seeds, or, when both models are fixed checkpoints, on the paired
-bootstrap interval over test images (the claim is then about those two artefacts). Otherwise
-they are "undecided": shown, never passed or failed (``harness/run`` decides which applies).
-"""
+"""gates.toml (and the files it includes) parsed and validated before any training; a model's
+bounds merged along its chain of tables. The format: harness/gates/__init__.py."""
 
 from __future__ import annotations
 
 import difflib
 import math
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import compare, metrics
-from .metrics import HIGHER, LOWER, NEUTRAL
-
-ABSOLUTE = ("min", "max")
-RELATIVE = ("min_delta", "max_delta", "min_ratio", "max_ratio", "effect")
-KINDS = ("min_delta", "max_delta", "min_ratio", "max_ratio", "effect", "min", "max")  # longest suffix first
-EFFECTS = ("improves", "not_worse")
-PROFILES = ("smoke", "full")
-ANY_DATASET = "default"
-ANY_MODEL = "default"
-RELATIVE_TABLE = "vs_baseline"
-EVIDENCE = "evidence"
-UNBOUNDED = "unbounded"
-EXPECTED_FAILURES = "expected_failures"
-INCLUDE = "include"
-POLICY = "policy"  # a table's bounds are policy (what any model must show), not measured spread: it says why
-CALIBRATION = "calibration"
-MIN_EFFECT_SEEDS = 3  # an effect of a recipe is decided on at least this many training seeds
-# which kinds suit which direction
-_ALLOWED = {
-    HIGHER: {"min", "min_delta", "min_ratio", "effect"},
-    LOWER: {"max", "max_delta", "max_ratio", "effect"},
-    NEUTRAL: {"min", "max", "min_delta", "max_delta", "min_ratio", "max_ratio"},
-}
-STATUSES = ("passed", "failed", "n/a", "xfail", "xpass", "undecided")
-
-
-class GateFileError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class Gate:
-    metric: str
-    kind: str
-    bound: float | str | dict  # a number; an effect's expectation; or {label: number} for a per-class metric
-    source: str  # e.g. "gates.toml [fashion-mnist.smoke.baseline]"
-    margin: float = 0.0  # effects: how far on the harmful side a "not_worse" change may go
-    evidence: dict | None = field(default=None, compare=False)  # what a calibrated bound was derived from
-
-    @property
-    def key(self) -> str:
-        return f"{self.metric}_{self.kind}"
-
-    @property
-    def relative(self) -> bool:
-        return self.kind in RELATIVE
-
-    @property
-    def per_label(self) -> bool:
-        return isinstance(self.bound, dict)
-
-    def for_label(self, label: str) -> Gate | None:
-        """The scalar gate of one class of a per-class metric (None: that class is unbounded)."""
-        if not self.per_label:
-            return self
-        if label not in self.bound:
-            return None
-        ev = (self.evidence or {}).get(label)
-        return replace(self, bound=self.bound[label], evidence=ev)
-
-    @property
-    def expectation(self) -> str:
-        """An effect's expectation in words, with its margin."""
-        if self.bound == "not_worse":
-            return f"not_worse (margin {fmt(self.margin)})"
-        return str(self.bound)
-
-    def evidence_text(self) -> str:
-        """One line on what a calibrated bound comes from ("" for a bound set by hand)."""
-        e = self.evidence
-        if not e or "mean" not in e:
-            return ""
-        cal = e.get("calibration") or {}
-        runs = f"{e['n']} runs" + (f" ({len(cal['seeds'])} seeds x threads {', '.join(map(str, cal['threads']))})"
-                                   if cal.get("seeds") and cal.get("threads") else "")
-        where = ", ".join(str(cal[k]) for k in ("machine", "torch", "date") if cal.get(k))
-        return (f"calibrated on {runs}: mean {fmt(e['mean'])}, sd {fmt(e['sd'])}, range [{fmt(e['min'])}, "
-                f"{fmt(e['max'])}]" + (f"; {where}" if where else ""))
-
-
-@dataclass(frozen=True)
-class Outcome:
-    gate: Gate
-    value: float | None
-    status: str  # one of STATUSES: "xfail" (failed as expected), "xpass" (passed, expected to fail),
-    #              "undecided" (an effect on too few training seeds: shown, never passed or failed)
-    message: str
-    reference: float | None = None  # the baseline's value for relative gates
-    limit: float | None = None  # the effective bound (relative gates: computed from the baseline)
-    interval: list[float] | None = None  # effect gates: the 95% interval of the change
-    basis: str | None = None  # effect gates: what the interval covers ("seeds" or "test images")
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
-    @property
-    def checked(self) -> bool:
-        """Whether the gate was decided (passed or failed, expectedly or not)."""
-        return self.status not in ("n/a", "undecided")
-
-    def to_dict(self) -> dict:
-        return {
-            "metric": self.gate.metric, "kind": self.gate.kind, "bound": self.gate.bound, "limit": self.limit,
-            "margin": self.gate.margin if self.gate.kind == "effect" else None,
-            "value": self.value, "reference": self.reference, "interval": self.interval, "basis": self.basis,
-            "source": self.gate.source, "evidence": self.gate.evidence_text() or None,
-            "status": self.status, "passed": self.passed, "message": self.message,
-        }
-
-
-def fmt(x) -> str:
-    if x is None:
-        return "n/a"
-    if isinstance(x, bool) or isinstance(x, str):
-        return str(x)
-    if isinstance(x, float) and math.isnan(x):
-        return "nan"
-    if float(x).is_integer() and abs(x) < 1e9:
-        return str(int(x))
-    return f"{x:.4g}"
-
-
-def _signed(x: float) -> str:
-    s = fmt(x)
-    return s if s.startswith("-") else "+" + s
-
-
-def expect_failure(outcome: Outcome, why: str | None) -> Outcome:
-    """An outcome seen through an expected failure: a failure is expected ("xfail"); a pass
-    means the expectation is out of date ("xpass", which fails the run)."""
-    if not why or not outcome.checked:
-        return outcome
-    if outcome.status == "failed":
-        return replace(outcome, status="xfail", message=f"{outcome.message} [expected to fail: {why}]")
-    return replace(outcome, status="xpass", message=f"{outcome.message} [but gates.toml expects it to fail ({why}): "
-                                                    "the effect now holds; remove the expectation]")
-
-
-def not_applicable(gate: Gate, reason: str, label: str | None = None) -> Outcome:
-    name = gate.metric if label is None else f"{gate.metric}[{label}]"
-    return Outcome(gate, None, "n/a", f"{name} not applicable: {reason} ({gate.source})")
-
-
-def _source_note(gate: Gate) -> str:
-    ev = gate.evidence_text()
-    return f"({gate.source}; {ev})" if ev else f"({gate.source})"
-
-
-def effect_text(value: float, interval, basis: str) -> str:
-    return f"change {_signed(value)} [95% CI {_signed(interval[0])}, {_signed(interval[1])}; {basis}]"
-
-
-def undecided(gate: Gate, value: float | None, interval, reference: float | None, why: str) -> Outcome:
-    """An effect gate that cannot be decided (too few training seeds): the change and its
-    test-sampling interval are shown, the gate neither passes nor fails."""
-    shown = f"{effect_text(value, interval, 'test images only')} " if value is not None and interval else ""
-    msg = f"{gate.metric} {shown}vs baseline {fmt(reference)}: NOT DECIDED ({why}) ({gate.source})"
-    return Outcome(gate, value, "undecided", msg, reference, None, list(interval) if interval else None,
-                   "test images")
-
-
-def check(gate: Gate, value: float, reference: float | None = None, interval: list[float] | None = None,
-          label: str | None = None, basis: str = "test images") -> Outcome:
-    """Compare a measured value with a gate. Relative gates need the baseline's value; effect
-    gates the 95% interval of the change (``value`` is then the change itself) and what that
-    interval covers (``basis``). ``label`` names the part a per-class value belongs to (shown
-    as ``metric[label]``); a per-class gate is first narrowed to it."""
-    if label is not None and gate.per_label:
-        narrowed = gate.for_label(label)
-        if narrowed is None:
-            raise ValueError(f"gate {gate.key} has no bound for {label!r}")
-        gate = narrowed
-    m, k, b = gate.metric, gate.kind, gate.bound
-    if label is not None:
-        m = f"{m}[{label}]"
-    if k == "effect":
-        if interval is None:
-            raise ValueError(f"gate {gate.key} needs the interval of the change")
-        direction = metrics.get(gate.metric).direction
-        ok = compare.effect_holds(str(b), interval, direction, gate.margin)
-        side = "lower" if direction == LOWER else "higher"
-        harm = "higher" if direction == LOWER else "lower"
-        want = f"the interval on the improving ({side}) side" if b == "improves" else \
-            f"the interval's {harm} end within {fmt(gate.margin)} of no change"
-        verdict = "as expected" if ok else "NOT as expected"
-        msg = (f"{m} {effect_text(value, interval, basis)} vs baseline {fmt(reference)}: {verdict} "
-               f"({gate.expectation}: {want}) ({gate.source})")
-        return Outcome(gate, value, "passed" if ok else "failed", msg, reference, None, list(interval), basis)
-    if gate.relative and reference is None:
-        raise ValueError(f"gate {gate.key} is relative: it needs the baseline's {m}")
-    if k == "min":
-        limit, ok, op, desc = b, value >= b, "<", f"min {fmt(b)}"
-    elif k == "max":
-        limit, ok, op, desc = b, value <= b, ">", f"max {fmt(b)}"
-    elif k in ("min_delta", "max_delta"):
-        limit = reference + b
-        ok = value >= limit if k == "min_delta" else value <= limit
-        op = "<" if k == "min_delta" else ">"
-        desc = f"{k[:3]} baseline {fmt(reference)} {'+' if b >= 0 else '-'} {fmt(abs(b))} = {fmt(limit)}"
-    else:  # ratios
-        limit = reference * b
-        ok = value >= limit if k == "min_ratio" else value <= limit
-        op = "<" if k == "min_ratio" else ">"
-        desc = f"{k[:3]} {fmt(b)} x baseline {fmt(reference)} = {fmt(limit)}"
-    undefined = value is None or (isinstance(value, float) and math.isnan(value))
-    if undefined:
-        ok, op = False, "is undefined,"
-    if ok:
-        op = {"<": ">=", ">": "<="}[op]
-    message = f"{m}={fmt(value)} {op} {desc} {_source_note(gate) if not ok else '(' + gate.source + ')'}"
-    return Outcome(gate, value, "passed" if ok else "failed", message, reference, limit)
-
-
-# ============================================================================ the file
+from .. import cards, metrics
+from ..metrics import NEUTRAL
+from .bounds import (
+    _ALLOWED,
+    ABSOLUTE,
+    ANY_DATASET,
+    ANY_MODEL,
+    CALIBRATION,
+    EFFECTS,
+    EVIDENCE,
+    EXPECTED_FAILURES,
+    INCLUDE,
+    KINDS,
+    POLICY,
+    RELATIVE,
+    RELATIVE_TABLE,
+    SEED_GATE_MODES,
+    SEED_GATES,
+    UNBOUNDED,
+    Gate,
+    GateFileError,
+    figure,
+    recipe_of,
+)
 
 
 def _suggest(word: str, choices) -> str:
@@ -334,7 +97,7 @@ def _number(bound, where: str) -> float:
 
 def _check_can_fail(m: metrics.Metric, kind: str, bound: float, where: str) -> None:
     if kind in ABSOLUTE and not m.can_fail(kind, bound):
-        raise GateFileError(f"{where} = {fmt(bound)} can never fail: {m.name} takes values in {m.range_text}, so no "
+        raise GateFileError(f"{where} = {figure(bound)} can never fail: {m.name} takes values in {m.range_text}, so no "
                             f"model is {'below' if kind == 'min' else 'above'} it. Give a bound inside the range, or "
                             f"remove it (a bound that cannot fail checks nothing)")
 
@@ -357,7 +120,7 @@ def _parse_effect(bound, where: str) -> tuple[str, float]:
                                 "0.01 } (the largest harmful change still accepted, in the metric's units)")
         margin = _number(margin, f"{where}.margin")
         if margin < 0:
-            raise GateFileError(f"{where}.margin = {fmt(margin)}: a margin is >= 0")
+            raise GateFileError(f"{where}.margin = {figure(margin)}: a margin is >= 0")
     elif margin not in (None, 0, 0.0):
         raise GateFileError(f"{where}: \"improves\" takes no margin (the interval must lie on the improving side)")
     return expect, float(margin or 0.0)
@@ -416,18 +179,7 @@ def _parse_unbounded(table: dict, source: str) -> dict[str, str]:
 
 
 def profile_choices() -> list[str]:
-    return [*PROFILES, *(f"{p}-imbalance" for p in PROFILES)]
-
-
-SEED_MARK = "@s"  # runs with --seeds N: "augment@s43" is recipe augment trained with seed 43
-SEED_GATES = "seed_gates"  # top-level key: "worst" (every seed's model passes) or "mean"
-SEED_GATE_MODES = ("worst", "mean")
-
-
-def recipe_of(model: str) -> str:
-    """The recipe a model of the run was trained from (``augment@s43`` -> ``augment``): a seed's
-    model is bounded by its recipe's tables."""
-    return model.split(SEED_MARK, 1)[0]
+    return cards.gate_profiles()
 
 
 @dataclass

@@ -1,0 +1,219 @@
+"""Where measured evidence lives between the processes of a run and across runs.
+
+* ``EvidenceCache``: what is measured about one model (robustness battery, attacks, attention,
+  taxonomy) stored once, beside the model cache, keyed by the model (its cache key, or the
+  checksum of a checkpoint's weights), the data fingerprint, the measurement settings, the
+  device and a hash of the code that measures that kind of evidence, so a rerun, another
+  worker or a later calibration reads it instead of measuring again, and a change to that code
+  measures it again. Files are ``.npz`` with ``allow_pickle=False`` (a file in a shared cache
+  folder never runs code), written atomically, checked on load (a checksum over the arrays);
+  a damaged file is measured again, with a warning.
+* ``EvidenceStore``: one run's evidence shared by its pytest-xdist workers and controller
+  (``<run>/.workers/evidence``), by model name; deleted with the run's partial folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import warnings
+from collections.abc import Callable
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .io import atomic_write_bytes, write_pickle
+
+HERE = Path(__file__).resolve().parent
+FORMAT = 1
+# The code that decides each kind of evidence (besides the model and the data): a change to it
+# measures that kind again; the other kinds are still read from the cache.
+KIND_CODE = {
+    "robustness": ("measure.py", "stress.py", "corruptions", "filters.py", "perturb.py", "cards.py", "evaluate.py"),
+    "adversarial": ("measure.py", "stress.py", "attacks.py", "perturb.py", "cards.py"),
+    "shared_attention": ("measure.py", "explain", "filters.py"),
+    "taxonomy": ("measure.py", "taxonomy.py", "explain", "perturb.py", "stress.py", "filters.py"),
+}
+
+
+def code_hash(kind: str) -> str:
+    h = hashlib.sha256(kind.encode())
+    for rel in KIND_CODE.get(kind, ("measure.py",)):
+        path = HERE / rel
+        for p in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(p.relative_to(HERE).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+# ============================================================================ arrays in, arrays out
+
+
+def pack(obj, prefix: str = "") -> tuple[dict[str, np.ndarray], object]:
+    """Evidence -> (arrays, a JSON-able spec of its structure): Samples, dataclasses of arrays,
+    dicts of them, lists of strings and numbers; nothing that needs pickle."""
+    from .metrics import Samples
+
+    arrays: dict[str, np.ndarray] = {}
+    if isinstance(obj, Samples):
+        for name in Samples.__slots__:
+            v = getattr(obj, name)
+            if name == "num_classes":
+                continue
+            arrays[f"{prefix}{name}"] = np.asarray(v)
+        return arrays, {"type": "Samples", "prefix": prefix, "num_classes": obj.num_classes}
+    if is_dataclass(obj):
+        spec = {"type": "dataclass", "class": f"{type(obj).__module__}:{type(obj).__qualname__}", "fields": {}}
+        for f in fields(obj):
+            a, s = pack(getattr(obj, f.name), f"{prefix}{f.name}.")
+            arrays.update(a)
+            spec["fields"][f.name] = s
+        return arrays, spec
+    if isinstance(obj, dict):
+        spec = {"type": "dict", "items": {}}
+        for i, (k, v) in enumerate(obj.items()):
+            a, s = pack(v, f"{prefix}{i}.")
+            arrays.update(a)
+            spec["items"][str(k)] = s
+        return arrays, spec
+    if isinstance(obj, np.ndarray):
+        if obj.dtype == object:
+            obj = obj.astype(str)
+        arrays[prefix.rstrip(".") or "value"] = obj
+        return arrays, {"type": "array", "key": prefix.rstrip(".") or "value"}
+    if isinstance(obj, list | tuple):
+        return {}, {"type": "list", "value": list(obj)}
+    if isinstance(obj, bool | int | float | str) or obj is None:
+        return {}, {"type": "scalar", "value": obj}
+    raise TypeError(f"cannot store evidence of type {type(obj).__name__} without pickle")
+
+
+_ALLOWED_CLASSES = ("harness.metrics.attention:Attention", "harness.taxonomy:Taxonomy")
+
+
+def unpack(arrays, spec):
+    from .metrics import Samples
+
+    t = spec["type"]
+    if t == "Samples":
+        p = spec["prefix"]
+        return Samples(*(arrays[f"{p}{n}"] for n in ("labels", "pred", "conf", "nll", "margin", "ids")),
+                       spec["num_classes"], arrays[f"{p}rank"])
+    if t == "dataclass":
+        if spec["class"] not in _ALLOWED_CLASSES:
+            raise ValueError(f"unknown evidence class {spec['class']!r}")
+        import importlib
+
+        module, name = spec["class"].split(":")
+        cls = getattr(importlib.import_module(module), name)
+        return cls(**{k: unpack(arrays, s) for k, s in spec["fields"].items()})
+    if t == "dict":
+        return {k: unpack(arrays, s) for k, s in spec["items"].items()}
+    if t == "array":
+        return arrays[spec["key"]]
+    if t in ("list", "scalar"):
+        return spec["value"]
+    raise ValueError(f"unknown evidence spec {t!r}")
+
+
+def _checksum(arrays: dict[str, np.ndarray], spec_text: str) -> str:
+    h = hashlib.sha256(spec_text.encode())
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(k.encode())
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+class EvidenceCache:
+    """Measured evidence of models across runs, ``<folder>/<key>.npz`` (see the module)."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    @staticmethod
+    def key(model_key: str, kind: str, context: dict) -> str:
+        blob = json.dumps({"model": model_key, "kind": kind, "code": code_hash(kind), "format": FORMAT, **context},
+                          sort_keys=True, default=str)
+        return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:24]}"
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{key}.npz"
+
+    def read(self, key: str):
+        """(evidence, meta) or None when absent; a damaged file is None, with a warning."""
+        path = self._path(key)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files if k != "__spec__"}
+                head = json.loads(str(z["__spec__"]))
+            if _checksum(arrays, json.dumps(head["spec"], sort_keys=True)) != head["checksum"]:
+                raise ValueError("its arrays do not match their checksum")
+            return unpack(arrays, head["spec"]), head.get("meta") or {}
+        except Exception as exc:  # damaged or foreign: measured again
+            warnings.warn(f"evidence cache entry {path} is damaged ({type(exc).__name__}: {exc}); measuring again",
+                          RuntimeWarning, stacklevel=2)
+            return None
+
+    def write(self, key: str, evidence, meta: dict | None = None) -> None:
+        arrays, spec = pack(evidence)
+        head = {"spec": spec, "meta": meta or {}, "checksum": _checksum(arrays, json.dumps(spec, sort_keys=True))}
+        buf = io.BytesIO()
+        np.savez(buf, __spec__=np.asarray(json.dumps(head, default=str)), **arrays)
+        atomic_write_bytes(self._path(key), buf.getvalue())
+
+    def get_or_measure(self, key: str, measure: Callable[[], tuple[object, dict]]):
+        """(evidence, meta): read, or measured (``measure()`` -> (evidence, meta)) and stored,
+        under a lock so that concurrent processes measure it once."""
+        from filelock import FileLock
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        locks = self.folder / ".locks"
+        locks.mkdir(exist_ok=True)
+        with FileLock(str(locks / f"{key}.lock")):
+            found = self.read(key)
+            if found is not None:
+                return found
+            evidence, meta = measure()
+            self.write(key, evidence, meta)
+            return evidence, meta
+
+
+class EvidenceStore:
+    """One run's evidence on disk, ``<folder>/<model>/<kind>.pkl``: a process that needs a kind
+    takes its lock, reads it if another process measured it, else measures and writes it
+    (atomically). Pickle, because it holds only what this run's own processes made; the folder
+    lives inside the run's partial report folder and is deleted when the report is written."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    def _path(self, model: str, kind: str) -> Path:
+        return self.folder / model / f"{kind}.pkl"
+
+    def kinds(self, model: str) -> list[str]:
+        d = self.folder / model
+        return sorted(p.stem for p in d.glob("*.pkl")) if d.is_dir() else []
+
+    def read(self, model: str, kind: str):
+        import pickle
+
+        with open(self._path(model, kind), "rb") as f:
+            return pickle.load(f)
+
+    def get_or_measure(self, model: str, kind: str, measure: Callable[[], object]):
+        from filelock import FileLock
+
+        path = self._path(model, kind)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            if path.exists():
+                return self.read(model, kind)
+            value = measure()
+            write_pickle(path, value)
+            return value

@@ -1,0 +1,239 @@
+"""Metrics of one split's predictions: accuracy, confidence, calibration, selective prediction
+and the generalisation gap.
+
+Definitions (N images, K classes; conf_i = top-label probability, pred_i its class,
+hit_i = [pred_i = y_i], p_i(y) the probability of the true class)
+--------------------------------------------------------------------------------------
+* accuracy = mean(hit);  accuracy_above_chance = (accuracy - 1/K) / (1 - 1/K)
+* loss = mean(-log p_i(y_i)) (test NLL, from the logits' log-softmax)
+* class_accuracy[c] = mean(hit | y = c) (recall); worst_class_accuracy = min_c over classes
+  with test samples; balanced_accuracy = mean_c class_accuracy[c];
+  macro_f1 = mean_c 2 P_c R_c / (P_c + R_c) over classes with test samples (0 where
+  P_c + R_c = 0), P_c = hits among pred = c / count(pred = c)
+* confident_errors_T = #{i: not hit_i and conf_i >= T} for T = 0.90, 0.99;
+  confident_error_share_90 = confident_errors_90 / #errors;
+  mean_confidence_wrong = mean(conf | not hit)
+* Calibration: B = 15 equal-width bins over [0, 1]; bin b holds conf in [b/B, (b+1)/B),
+  the last bin closed so conf = 1.0 falls in it. With n_b images, gap_b = sum_{i in b}
+  (conf_i - hit_i):
+  ece = sum_b |gap_b| / N; ece_over = sum_b max(gap_b, 0) / N (the overconfident bins);
+  ece_under = sum_b max(-gap_b, 0) / N (the underconfident bins); ece = ece_over +
+  ece_under. mce = max_b |gap_b| / n_b over non-empty bins. calibration_gap = mean(conf)
+  - accuracy (signed: > 0 overconfident). Tests check ece/mce against netcal.
+* Selective prediction (seed 001: "reject anything below 70%"): selective_coverage =
+  mean(conf >= 0.7); selective_accuracy = mean(hit | conf >= 0.7).
+  aurc = (1/N) sum_{i=1..N} risk(i), risk(i) = error rate of the i most confident
+  predictions (stable order) (Geifman & El-Yaniv 2017).
+* generalisation_gap = accuracy on the training sample - accuracy on the validation split,
+  both in eval mode (no augmentation, no dropout).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .registry import register
+from .samples import (
+    HIGHER,
+    LOWER,
+    NEUTRAL,
+    REJECT_BELOW,
+    NotApplicable,
+    Samples,
+    _bin_gaps,
+    class_counts,
+    class_recall,
+    confident_errors_at,
+    risk_coverage,
+)
+
+
+def _need_errors(s: Samples) -> np.ndarray:
+    wrong = ~s.hit
+    if not wrong.any():
+        raise NotApplicable("the model makes no errors on these images")
+    return wrong
+
+
+# ---------------------------------------------------------------------------- accuracy
+
+
+@register("accuracy", "accuracy", "share of test images predicted right", HIGHER, "share")
+def accuracy(s: Samples) -> float:
+    return float(s.hit.mean())
+
+
+@register("accuracy_above_chance", "accuracy", "accuracy rescaled so that chance (1/K) is 0 and perfect is 1",
+          HIGHER, "score", range_=(-math.inf, 1.0), resolution="image")
+def accuracy_above_chance(s: Samples) -> float:
+    chance = 1.0 / s.num_classes
+    return (accuracy(s) - chance) / (1.0 - chance)
+
+
+@register("errors", "accuracy", "wrong predictions on the test split", LOWER, "count", gated=False)
+def errors(s: Samples) -> float:
+    return float((~s.hit).sum())
+
+
+@register("loss", "accuracy", "mean negative log-likelihood of the true class (test loss)", LOWER, "nats")
+def loss(s: Samples) -> float:
+    return float(s.nll.mean())
+
+
+@register("class_accuracy", "accuracy", "accuracy on the test images of one class", HIGHER, "share", per="class")
+def class_accuracy(s: Samples, index: int) -> float:
+    n, h = class_counts(s)
+    if n[index] == 0:
+        raise NotApplicable(f"class {index} has no test images")
+    return float(h[index] / n[index])
+
+
+@register("worst_class_accuracy", "accuracy", "accuracy of the class the model gets right least often",
+          HIGHER, "share")
+def worst_class_accuracy(s: Samples) -> float:
+    return float(np.nanmin(class_recall(s)))
+
+
+RARE = 1 / 3  # a class is rare with at most this share of the most frequent class's training images
+
+
+@register("rare_class_accuracy", "accuracy", "mean accuracy of the rare classes (at most a third of the most frequent "
+          "class's training images)", HIGHER, "share", needs=("test", "class_frequency"), paired=False)
+def rare_class_accuracy(s: Samples, counts: np.ndarray) -> float:
+    counts = np.asarray(counts, dtype=np.float64)
+    rare = np.flatnonzero((counts > 0) & (counts <= RARE * counts.max()))
+    recall = class_recall(s)
+    rare = rare[np.isfinite(recall[rare])] if len(rare) else rare
+    if len(rare) == 0:
+        raise NotApplicable("no class is rare: every class has more than a third of the most frequent class's "
+                            "training images")
+    return float(recall[rare].mean())
+
+
+@register("balanced_accuracy", "accuracy", "mean of the per-class accuracies (each class counts once)",
+          HIGHER, "share")
+def balanced_accuracy(s: Samples) -> float:
+    return float(np.nanmean(class_recall(s)))
+
+
+@register("macro_f1", "accuracy", "mean over classes of the F1 score (harmonic mean of precision and recall)",
+          HIGHER, "share")
+def macro_f1(s: Samples) -> float:
+    k = s.num_classes
+    n, tp = class_counts(s)
+    predicted = np.bincount(s.pred, minlength=k).astype(np.float64)
+    present = n > 0
+    denom = n + predicted  # 2 TP / (2 TP + FP + FN) = 2 TP / (n_c + predicted_c)
+    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    return float(f1[present].mean())
+
+
+# ---------------------------------------------------------------------------- confidence
+
+
+@register("confident_errors_90", "confidence", "wrong predictions made with confidence >= 90%", LOWER, "count")
+def confident_errors_90(s: Samples) -> float:
+    return float(confident_errors_at(s, 0.90))
+
+
+@register("confident_errors_99", "confidence", "wrong predictions made with confidence >= 99%", LOWER, "count")
+def confident_errors_99(s: Samples) -> float:
+    return float(confident_errors_at(s, 0.99))
+
+
+@register("confident_error_share_90", "confidence", "share of all errors made with confidence >= 90%",
+          LOWER, "share", gated=False)
+def confident_error_share_90(s: Samples) -> float:
+    wrong = _need_errors(s)
+    return float((s.conf[wrong] >= 0.90).mean())
+
+
+@register("mean_confidence_wrong", "confidence", "mean confidence of the wrong predictions", LOWER, "share")
+def mean_confidence_wrong(s: Samples) -> float:
+    wrong = _need_errors(s)
+    return float(s.conf[wrong].mean())
+
+
+# ---------------------------------------------------------------------------- calibration
+
+
+@register("ece", "calibration", "expected calibration error: mean |confidence - accuracy| over 15 bins",
+          LOWER, "probability")
+def ece(s: Samples) -> float:
+    gap, _ = _bin_gaps(s)
+    return float(np.abs(gap).sum() / len(s))
+
+
+@register("ece_over", "calibration", "the overconfident part of the ECE (bins where confidence > accuracy)",
+          LOWER, "probability")
+def ece_over(s: Samples) -> float:
+    gap, _ = _bin_gaps(s)
+    return float(np.clip(gap, 0, None).sum() / len(s))
+
+
+@register("ece_under", "calibration", "the underconfident part of the ECE (bins where confidence < accuracy)",
+          LOWER, "probability")
+def ece_under(s: Samples) -> float:
+    gap, _ = _bin_gaps(s)
+    return float(np.clip(-gap, 0, None).sum() / len(s))
+
+
+@register("mce", "calibration", "maximum calibration error: the largest |confidence - accuracy| of a bin",
+          LOWER, "probability", gated=False)
+def mce(s: Samples) -> float:
+    gap, count = _bin_gaps(s)
+    full = count > 0
+    return float(np.max(np.abs(gap[full]) / count[full]))
+
+
+@register("calibration_gap", "calibration", "mean confidence minus accuracy (> 0 overconfident, < 0 underconfident)",
+          NEUTRAL, "probability", range_=(-1.0, 1.0), gated=False)
+def calibration_gap(s: Samples) -> float:
+    return float(s.conf.mean() - s.hit.mean())
+
+
+# ---------------------------------------------------------------------------- selective prediction
+
+
+@register("selective_coverage", "selective", "share of test images kept when predictions below 70% confidence "
+          "are rejected", HIGHER, "share")
+def selective_coverage(s: Samples) -> float:
+    return float((s.conf >= REJECT_BELOW).mean())
+
+
+@register("selective_accuracy", "selective", "accuracy on the images kept when predictions below 70% confidence "
+          "are rejected", HIGHER, "share")
+def selective_accuracy(s: Samples) -> float:
+    keep = s.conf >= REJECT_BELOW
+    if not keep.any():
+        raise NotApplicable(f"no prediction reaches {REJECT_BELOW:.0%} confidence: nothing is kept")
+    return float(s.hit[keep].mean())
+
+
+@register("aurc", "selective", "area under the risk-coverage curve (error rate as the least confident are "
+          "rejected)", LOWER, "probability")
+def aurc(s: Samples) -> float:
+    return float(risk_coverage(s)[1].mean())
+
+
+# ---------------------------------------------------------------------------- generalisation
+
+
+@register("train_accuracy", "generalisation", "eval-mode accuracy on a fixed sample of the training images",
+          HIGHER, "share", needs=("train_sample",), gated=False)
+def train_accuracy(train: Samples) -> float:
+    return accuracy(train)
+
+
+@register("val_accuracy", "generalisation", "eval-mode accuracy on the validation split", HIGHER, "share",
+          needs=("val",), gated=False)
+def val_accuracy(val: Samples) -> float:
+    return accuracy(val)
+
+
+@register("generalisation_gap", "generalisation", "train-sample accuracy minus validation accuracy, both in eval "
+          "mode (memorisation)", LOWER, "share", needs=("train_sample", "val"), paired=False, range_=(-1.0, 1.0))
+def generalisation_gap(train: Samples, val: Samples) -> float:
+    return accuracy(train) - accuracy(val)

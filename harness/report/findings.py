@@ -1,0 +1,158 @@
+"""The report's tables of findings about each model, from the run record alone: robustness
+(corruptions by severity, attacks, geometry), the failure taxonomy, and attention."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .format import DASH, Table, fmt, fmt_ci, fmt_delta
+from .io import model_order
+
+# ============================================================================ robustness
+
+
+def _rob(record: dict) -> dict[str, dict]:
+    models = record.get("models") or {}
+    return {m: models[m].get("robustness") or {} for m in model_order(record)}
+
+
+def table_severity(record: dict) -> Table:
+    """Mean over corruptions at each severity: accuracy, ECE and the share of images wrong with
+    >= 90% confidence (how confident errors grow with severity)."""
+    rob = {m: r for m, r in _rob(record).items() if r.get("by_severity")}
+    headers = ["Severity"] + [f"{m} {k}" for m in rob for k in ("accuracy", "ECE", "wrong >=90%")]
+    rows = []
+    if not rob:
+        return headers, rows
+    levels = max(len(r["by_severity"]) for r in rob.values())
+    for i in range(-1, levels):
+        row = ["clean" if i < 0 else str(i + 1)]
+        for r in rob.values():
+            cell = r["clean"] if i < 0 else (r["by_severity"][i] if i < len(r["by_severity"]) else {})
+            row += [fmt(cell.get("accuracy"), "pct"), fmt(cell.get("ece")), fmt(cell.get("confident_error_rate"), "pct")]
+        rows.append(row)
+    return headers, rows
+
+
+def table_corruptions(record: dict, model: str) -> Table:
+    r = _rob(record).get(model) or {}
+    corr = r.get("corruptions") or {}
+    levels = max((len(v) for v in corr.values()), default=0)
+    headers = ["Corruption", *[f"severity {i + 1}" for i in range(levels)], "mean"]
+    rows = []
+    for name, cells in sorted(corr.items(), key=lambda kv: np.mean([c["accuracy"] for c in kv[1]])):
+        accs = [c["accuracy"] for c in cells]
+        rows.append([name, *[fmt(a, "pct") for a in accs], fmt(float(np.mean(accs)), "pct")])
+    return headers, rows
+
+
+def table_adversarial(record: dict) -> Table:
+    adv = {m: r["adversarial"] for m, r in _rob(record).items() if r.get("adversarial")}
+    headers = ["eps (L-inf)"] + [f"{m} {a}" for m in adv for a in ("FGSM", "PGD")]
+    if not adv:
+        return headers, []
+    first = next(iter(adv.values()))
+    rows = [["0 (clean)", *[fmt(a["clean"]["accuracy"], "pct") for a in adv.values() for _ in (0, 1)]]]
+    for i, e in enumerate(first["epsilons"]):
+        mark = " (reference)" if abs(e - (first.get("reference_eps") or -1)) < 1e-12 else ""
+        rows.append([f"{e:.4g}{mark}", *[fmt(a[k][i]["accuracy"], "pct") for a in adv.values() for k in ("fgsm", "pgd")]])
+    return headers, rows
+
+
+def table_geometry(record: dict) -> Table:
+    """Occlusion, scale, shifts, rotations, flips: accuracy and the share of changed predictions."""
+    rob = {m: r for m, r in _rob(record).items() if r.get("geometry")}
+    headers = ["Stress"] + [f"{m} {k}" for m in rob for k in ("accuracy", "changed")]
+    keys = list(dict.fromkeys(k for r in rob.values() for k in r["geometry"]))
+    rows = []
+    for k in keys:
+        row = [k]
+        for r in rob.values():
+            cell = r["geometry"].get(k) or {}
+            row += [fmt(cell.get("accuracy"), "pct"), fmt(cell.get("flip_share"), "pct")]
+        rows.append(row)
+    return headers, rows
+
+
+# ============================================================================ failure taxonomy
+
+
+def table_taxonomy(record: dict) -> Table:
+    models = record.get("models") or {}
+    tax = {m: models[m]["taxonomy"] for m in model_order(record) if (models[m].get("taxonomy") or {}).get("counts")}
+    if not tax:
+        return ["Failure mode"], []
+    modes = next(iter(tax.values()))["modes"]
+    headers = ["Failure mode", *[f"{m} (of {t['errors']}" + (f", the most confident of {t['confident_errors']})"
+                                                           if t.get("confident_errors", 0) > t["errors"] else ")")
+                                 for m, t in tax.items()]]
+    rows = []
+    for mode in modes:
+        row = [mode]
+        for t in tax.values():
+            n = t["counts"].get(mode, 0)
+            row.append(f"{n} ({n / t['errors']:.0%})" if t["errors"] else "0")
+        rows.append(row)
+    return headers, rows
+
+
+def table_taxonomy_by_class(record: dict, model: str, limit: int = 10) -> Table:
+    t = ((record.get("models") or {}).get(model) or {}).get("taxonomy") or {}
+    modes = t.get("modes") or []
+    headers = ["True class", "Confident errors", *modes]
+    rows = []
+    for cls, counts in sorted((t.get("by_class") or {}).items(), key=lambda kv: -sum(kv[1].values()))[:limit]:
+        rows.append([cls, str(sum(counts.values())), *[str(counts.get(m, 0)) for m in modes]])
+    return headers, rows
+
+
+def table_confused_pairs(record: dict, limit: int = 10) -> Table:
+    """The most confused class pairs (both directions), per model."""
+    models = record.get("models") or {}
+    pairs = {m: models[m].get("confused_pairs") or [] for m in model_order(record)}
+    headers = [h for m in pairs for h in (f"{m}: class pair", "errors")]
+    rows = []
+    for i in range(min(limit, max((len(p) for p in pairs.values()), default=0))):
+        row = []
+        for p in pairs.values():
+            row += [f"{p[i][0]} vs {p[i][1]}", str(p[i][2])] if i < len(p) else [DASH, DASH]
+        rows.append(row)
+    return headers, rows
+
+
+# ============================================================================ attention
+
+
+def table_attention(record: dict) -> Table:
+    """Per model, on the shared explanation set: concentration (overall, on its wrong and on its
+    right predictions), faithfulness against random maps, the randomisation check."""
+    models = record.get("models") or {}
+    att = {m: models[m]["attention"] for m in model_order(record) if (models[m].get("attention") or {}).get("images")}
+    headers = ["", *att]
+    if not att:
+        return headers, []
+    first = next(iter(att.values()))
+    shape = "x".join(str(v) for v in first.get("layer_shape") or [])
+    rows = [["images (layer, method)", *[f"{a['images']} ({a.get('layer')} {shape}, {a.get('method')})" for a in att.values()]]]
+    for key, label in (("cam_gini", "Gini"), ("cam_entropy", "normalised entropy"), ("cam_top10", "top-10% share")):
+        rows.append([f"{label}: all / wrong / right",
+                     *[" / ".join(fmt(a[g].get(key)) for g in ("all", "wrong", "right")) for a in att.values()]])
+    for key, label in (("cam_deletion_gap", "deletion gap vs random (> 0 faithful)"),
+                       ("cam_insertion_gap", "insertion gap vs random (> 0 faithful)"),
+                       ("cam_randomisation_corr", "correlation after randomising the weights (low: sane)"),
+                       ("cam_degenerate_share", "degenerate maps")):
+        rows.append([label, *[fmt(a["all"].get(key), "pct" if key == "cam_degenerate_share" else "num") for a in att.values()]])
+    return headers, rows
+
+
+def table_attention_changes(record: dict) -> Table:
+    """Candidate minus baseline on the same explanation images, with paired 95% intervals."""
+    headers = ["Candidate", "Metric", "Change [95% CI]", "Interval excludes 0"]
+    rows = []
+    for c, cmp in (record.get("comparisons") or {}).items():
+        for key, d in (cmp.get("attention_deltas") or {}).items():
+            ci = d.get("ci")
+            excl = "yes" if ci and (ci[0] > 0 or ci[1] < 0) else "no" if ci else DASH
+            rows.append([c, key, f"{fmt_delta(d.get('delta'))} {fmt_ci(ci)}" if d.get("delta") is not None
+                         else f"n/a ({d.get('not_applicable', '')})", excl])
+    return headers, rows

@@ -1,0 +1,41 @@
+"""What a run was asked to do: one namespace of options, passed whole (the pytest plugin and
+the command line both build one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DATASET_HELP = ("the dataset: fashion-mnist, cifar10, cifar100, a folder (train/<class>/..., test/<class>/...), a .npz "
+                "(x_train, y_train, x_test, y_test), or a name in datasets.toml")
+
+
+@dataclass
+class Options:
+    dataset: str  # a built-in name, a folder or .npz of one's own, or a name in datasets.toml
+    profile: str  # smoke | full (what --profile auto resolved to)
+    device: str
+    data_root: str | None
+    gates_path: Path
+    report_root: Path | None
+    candidates: list[str] | None  # None: the dataset's default (its card's seed improvement), if any
+    recipe_files: list[Path]
+    cache_dir: Path | None
+    imbalance: float = 1.0
+    cam_method: str = "gradcam"
+    cam_layer: str | None = None
+    profile_asked: str = ""  # what --profile said ("auto" resolves to smoke or full)
+    deterministic: bool = False
+    compile: bool = False
+    # a dataset of one's own (harness/custom_data.py) and one's own model (harness/models.py)
+    image_size: int | None = None
+    datasets_file: Path | None = None
+    flip_invariant: bool | None = None
+    arch: str | None = None  # an architecture: small-cnn, resnet18, a torchvision name, or module:function
+    weights: Path | None = None  # a trained state dict: the baseline is stressed as it is, not trained
+    cases: list[str] = field(default_factory=list)  # named cases: test ids, or file names for one's own data
+    seeds: int = 1  # each recipe trained with this many seeds (recipe.seed, +1, ...)
+    seed: int | None = None  # the base seed of every recipe (None: each recipe's own, 42)
+    candidate_weights: dict[str, Path] = field(default_factory=dict)  # candidate name -> a trained state dict
+    use_cache: bool = True  # False: train even if cached, and do not write the model cache
+    download: bool = True  # a missing built-in dataset may be downloaded (when online)

@@ -1,0 +1,241 @@
+"""The plan of a run, built once from its options before anything is trained: the dataset,
+which models (recipes x seeds, and checkpoints the harness does not train), the gates that
+apply to them, the device and the measuring settings. Every mistake a plan can see is an
+error here, before any training."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from .. import cards, custom_data, data, explain, recipes, train
+from .. import models as models_mod
+from ..gates import SEED_MARK, Gates, recipe_of
+from ..measure import Settings
+from .options import Options
+
+# A model the harness does not train: provider(recipe, data, device) -> nn.Module
+Provider = Callable[[recipes.Recipe, data.Dataset, torch.device], torch.nn.Module]
+
+
+def worker_device(device: torch.device) -> torch.device:
+    """Under pytest-xdist with several GPUs, worker ``gwN`` trains on GPU ``N mod count``, so
+    models train in parallel; otherwise ``device`` as it is."""
+    import os
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if device.type != "cuda" or device.index is not None or not worker.startswith("gw"):
+        return device
+    count = torch.cuda.device_count()
+    return torch.device("cuda", int(worker[2:]) % count) if count > 1 else device
+
+
+def weights_provider(path: Path) -> Provider:
+    """A checkpoint (a state dict) as a model of the run, for any recipe's architecture."""
+    def provide(recipe, ds, device):
+        return models_mod.load_weights(recipe.arch, ds, path)
+
+    provide.weights_path = Path(path)  # what the model is: the evidence cache keys it by this file
+    return provide
+
+
+def probe(model: torch.nn.Module, ds: data.Dataset, what: str, finite: bool = True) -> None:
+    """One batch of two training images through a model, before any training: it must give
+    one finite logit per class for each image (a model of one's own that returns the wrong
+    width, one output, or NaN is a usage error now, not a wrong number later)."""
+    from ..evaluate import to_float
+
+    x = to_float(ds.train_x[:2])
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    except Exception as exc:
+        raise ValueError(f"{what} fails on a batch of {tuple(x.shape)} images in [0, 1]: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape != (len(x), ds.num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"{what} returns {shape} for {len(x)} images; it must return logits of shape "
+                         f"({len(x)}, {ds.num_classes}): one per class of {ds.name} ({', '.join(ds.classes[:4])}"
+                         f"{', ...' if ds.num_classes > 4 else ''})")
+    if finite and not torch.isfinite(out).all():
+        raise ValueError(f"{what} gives non-finite outputs (NaN or inf) in eval mode on the first training images: "
+                         "check the checkpoint (a diverged training run?) and its BatchNorm statistics")
+
+
+@dataclass
+class Plan:
+    options: Options
+    gates: Gates | None  # None: a plan that trains only (python -m harness train): no gate is checked
+    providers: dict[str, Provider] = field(default_factory=dict)  # model name -> a model of its own
+    dataset: data.Dataset | None = None  # given: used instead of loading options.dataset
+    recipes: dict[str, recipes.Recipe] = field(default_factory=dict)
+
+    def __post_init__(self):
+        o = self.options
+        self.device = worker_device(train.resolve_device(o.device))
+        self.runtime = train.Runtime.default(self.device, deterministic=o.deterministic, compile=o.compile)
+        builtin = o.dataset in data.DATASETS
+        if not builtin and self.dataset is None:  # one's own data: its shape decides the baseline, read now
+            self.dataset = custom_data.load(o.dataset, o.image_size, o.datasets_file, o.flip_invariant)
+        shape = self.dataset.image_shape if self.dataset is not None else None
+        self._plan_recipes(builtin, shape)
+        if self.gates is not None:
+            known = (*data.DATASETS, *custom_data.registered(o.datasets_file))
+            self.gates.check_run(self.dataset_name, self.gate_profile, self.models, known_datasets=known,
+                                 known_models=recipes.names())
+        if o.cam_layer is not None:  # checked now, before any training: the layer must exist
+            for r in {r.arch: r for r in self.recipes.values()}.values():
+                probe = models_mod.build(r.arch, r.dataset, 10, 3 if shape is None else shape[0], shape)
+                try:
+                    explain.resolve_layer(probe, o.cam_layer)
+                except ValueError as exc:
+                    raise ValueError(f"--cam-layer {o.cam_layer!r} does not fit {r.arch}: {exc}") from None
+
+    def _plan_recipes(self, builtin: bool, shape) -> None:
+        """Baseline, candidates, recipe files, the base seed, checkpoints, imbalance, seeds."""
+        o, name = self.options, self.dataset_name
+        arch = models_mod.resolve_arch(o.arch) if o.arch else None
+        base = recipes.baseline_for(name, shape, arch) if (not builtin or arch) else None
+        self.recipes["baseline"] = recipes.get(name, "baseline", o.profile, base)
+        for cand in self.candidates_asked(builtin):
+            self.recipes[cand] = recipes.get(name, cand, o.profile, base)
+        for path in o.recipe_files:
+            r = recipes.from_file(path, name, o.profile, base)
+            if r.name in recipes.names() or r.name in self.recipes:
+                what = "a built-in recipe" if r.name in recipes.names() else "another model of this run"
+                raise ValueError(
+                    f"recipe file {path} names its recipe {r.name!r}, the name of {what}: it would replace that model "
+                    f"and every comparison against it. Rename it (name = \"my-{r.name}\" in {path.name}).")
+            self.recipes[r.name] = r
+        if o.seed is not None:
+            self.recipes = {n: replace(r, seed=o.seed) for n, r in self.recipes.items()}
+        for model, path in o.candidate_weights.items():
+            if model in self.recipes or model in self.providers:
+                raise ValueError(f"--weights {model}={path}: {model!r} is already a model of this run; name the "
+                                 f"checkpoint otherwise (--weights my-{model}={path})")
+            self.providers[model] = weights_provider(path)
+        for model in self.providers:
+            self.recipes.setdefault(model, replace(self.recipes["baseline"], name=model))
+        if o.imbalance != 1.0:  # every model, the baseline too, so the comparison stays fair
+            self.recipes = {n: replace(r, imbalance=o.imbalance) for n, r in self.recipes.items()}
+        if o.weights is not None:  # the baseline is the user's trained model: stressed as it is
+            self.providers.setdefault("baseline", weights_provider(o.weights))
+        if o.seeds > 1:
+            if self.providers:
+                raise ValueError(f"--seeds {o.seeds} trains every recipe {o.seeds} times: "
+                                 f"{', '.join(self.providers)} is a model the harness does not train (--weights)")
+            self.recipes = {m: r for n, first in self.recipes.items()
+                            for m, r in [(n, first)] + [(f"{n}{SEED_MARK}{first.seed + i}", replace(first, seed=first.seed + i))
+                                                        for i in range(1, o.seeds)]}
+
+    def candidates_asked(self, builtin: bool) -> list[str]:
+        """The candidates asked for; by default the built-in dataset's seed improvement (its
+        card's), none for one's own data or model."""
+        o = self.options
+        if o.candidates is not None:
+            return list(o.candidates)
+        default = cards.DATASETS[o.dataset].default_candidate if builtin else None
+        own_model = bool(o.weights or o.candidate_weights or (o.arch and ":" in o.arch))  # module:function
+        return [default] if default and not own_model else []
+
+    # ------------------------------------------------------------------ the data
+    @property
+    def dataset_name(self) -> str:
+        """The dataset's name (gates.toml tables, recipes, test ids): the built-in name, or the
+        registered / folder / file name of one's own."""
+        return self.dataset.name if self.dataset is not None else self.options.dataset
+
+    @property
+    def data(self) -> data.Dataset:
+        if self.dataset is None:
+            self.dataset = data.load(self.options.dataset, self.options.data_root, download=self.options.download)
+            self.validate()
+        return self.dataset
+
+    @property
+    def card(self) -> cards.DatasetCard:
+        return cards.for_data(self.data)
+
+    def validate(self) -> None:
+        """Checks that need the data (made before any training): the named cases exist, every
+        class a per-class bound names exists, and a ``--weights`` file fits its model."""
+        self.named_positions()
+        if self.gates is not None:
+            self.gates.check_classes(self.dataset_name, self.data.classes)
+        checkpoints = {"baseline": self.options.weights} if self.options.weights is not None else {}
+        checkpoints.update(self.options.candidate_weights)
+        for model, path in checkpoints.items():
+            probe(models_mod.load_weights(self.recipes[model].arch, self.dataset, path), self.data,
+                  f"--weights {path}")
+        for arch in dict.fromkeys(r.arch for m, r in self.recipes.items() if m not in self.providers):
+            try:
+                built = models_mod.for_data(arch, self.data)
+            except (TypeError, ValueError, RuntimeError, AttributeError) as exc:
+                raise ValueError(f"the architecture {arch} cannot be built for {self.dataset_name} "
+                                 f"({self.data.num_classes} classes, images {'x'.join(map(str, self.data.image_shape))}): "
+                                 f"{type(exc).__name__}: {exc}") from exc
+            probe(built, self.data, f"the architecture {arch}", finite=False)
+
+    def named_positions(self) -> list[int]:
+        """The named cases followed through every model: ``--cases`` (test ids, or file names of
+        one's own data), else the seed's own (its dataset card's)."""
+        if not self.options.cases:
+            return [i for i in self.card.named_cases if i < len(self.data.test_y)]
+        n = len(self.data.test_y)
+        names = {v: i for i, v in enumerate(self.data.test_names or ())}
+        out = []
+        for case in self.options.cases:
+            case = str(case).strip()
+            if case.isdigit() and int(case) < n:
+                out.append(int(case))
+            elif case in names:
+                out.append(names[case])
+            else:
+                what = f"a test id below {n}" + (" or a test file name such as " + repr(self.data.test_names[0])
+                                                    if self.data.test_names else "")
+                raise ValueError(f"named case {case!r} is not in the test split: give {what}")
+        return list(dict.fromkeys(out))
+
+    @property
+    def settings(self) -> Settings:
+        if getattr(self, "_settings", None) is None:
+            o, p = self.options, cards.profile(self.options.profile)
+            self._settings = Settings(profile=o.profile, stress_samples=p.stress_samples, cam_samples=p.cam_samples,
+                                      cam_method=o.cam_method, cam_layer=o.cam_layer,
+                                      published=data.cifar_c(self.data, o.data_root))
+        return self._settings
+
+    # ------------------------------------------------------------------ models
+    @property
+    def models(self) -> list[str]:
+        return list(self.recipes)
+
+    @property
+    def candidates(self) -> list[str]:
+        return [m for m in self.recipes if recipe_of(m) != "baseline"]
+
+    def baseline_of(self, model: str) -> str:
+        """The baseline a model is compared with: the baseline trained with the same seed."""
+        same_seed = "baseline" + model[len(recipe_of(model)):]
+        return same_seed if same_seed in self.recipes else "baseline"
+
+    def replicas(self, model: str) -> list[str]:
+        """The models of ``model``'s recipe, one per seed, first seed first."""
+        return [m for m in self.models if recipe_of(m) == recipe_of(model)]
+
+    def same_seed(self, model: str) -> list[str]:
+        """The models trained with ``model``'s seed (the first seed's: those without ``@s``)."""
+        seed = model[len(recipe_of(model)):]
+        return [m for m in self.models if m[len(recipe_of(m)):] == seed]
+
+    @property
+    def seed_mean(self) -> bool:
+        """Gates apply to the mean over seeds (gates.toml ``seed_gates = "mean"``)."""
+        return self.options.seeds > 1 and self.gates is not None and self.gates.seed_gates == "mean"
+
+    @property
+    def gate_profile(self) -> str:
+        return cards.gate_profile(self.options.profile, self.options.imbalance)
