@@ -329,11 +329,6 @@ def _assemble(name: str, source: Path, classes: tuple[str, ...], xs: dict, ys: d
     if untrained:
         raise DatasetFormatError(f"{source}: class(es) {', '.join(classes[i] for i in untrained[:10])} have no training "
                                  "images: remove them from the class names or add images")
-    train_classes = set(np.unique(ys["train"]).tolist())
-    missing = sorted(set(np.unique(ys["test"]).tolist()) - train_classes)
-    if missing:
-        raise DatasetFormatError(f"{source}: test class(es) {', '.join(classes[i] for i in missing)} have no training "
-                                 "images: every class tested must be trained on")
     t = {s: _resize(torch.from_numpy(x), image_size) for s, x in xs.items()}
     train_x = torch.cat([t["train"], t["val"]]) if "val" in t else t["train"]
     train_y = torch.from_numpy(np.concatenate([ys["train"], ys["val"]]) if "val" in ys else ys["train"])

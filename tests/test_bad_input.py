@@ -281,39 +281,49 @@ def nan(num_classes):
 '''
 
 
+@pytest.fixture
+def own_nets(tmp_path, monkeypatch):
+    """NETS as an importable module of a name no other test uses, forgotten afterwards (another
+    test's module of the same name must not be served from sys.modules)."""
+    import sys
+
+    name = "bad_input_nets"
+    (tmp_path / f"{name}.py").write_text(NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop(name, None)
+    yield name
+    sys.modules.pop(name, None)
+
+
 @pytest.mark.parametrize("fn, message", [
     ("wide", r"returns \(2, 5\) for 2 images; it must return logits of shape \(2, 3\)"),
     ("single", r"returns \(2, 1\) for 2 images; it must return logits of shape \(2, 3\)"),
     ("broken", r"cannot be built for mine .*RuntimeError: out of memory, or a typo"),
     ("not_a_module", r"returned a str, not a torch.nn.Module"),
 ])
-def test_a_model_of_ones_own_that_does_not_fit_is_refused_before_training(tmp_path, monkeypatch, fn, message):
+def test_a_model_of_ones_own_that_does_not_fit_is_refused_before_training(tmp_path, own_nets, fn, message):
     from harness.run import Options, Plan
 
-    (tmp_path / "mynets.py").write_text(NETS)
-    monkeypatch.syspath_prepend(str(tmp_path))
     path = _npz(tmp_path / "mine.npz")
     opts = Options(dataset=str(path), profile="smoke", device="cpu", data_root=None, gates_path=ROOT / "gates.toml",
-                   report_root=None, candidates=None, recipe_files=[], cache_dir=tmp_path / "cache", arch=f"mynets:{fn}")
+                   report_root=None, candidates=None, recipe_files=[], cache_dir=tmp_path / "cache", arch=f"{own_nets}:{fn}")
     with pytest.raises(ValueError, match=message):
         Plan(opts, gates=None).validate()
     assert not (tmp_path / "cache").exists()  # nothing was trained
 
 
-def test_a_checkpoint_with_non_finite_outputs_is_refused(tmp_path, monkeypatch):
+def test_a_checkpoint_with_non_finite_outputs_is_refused(tmp_path, own_nets):
+    import importlib
+
     import torch
 
     from harness.run import Options, Plan
 
-    (tmp_path / "mynets.py").write_text(NETS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import importlib
-
-    mynets = importlib.import_module("mynets")
+    mynets = importlib.import_module(own_nets)
     torch.save(mynets.nan(3).state_dict(), tmp_path / "nan.pt")
     opts = Options(dataset=str(_npz(tmp_path / "mine.npz")), profile="smoke", device="cpu", data_root=None,
                    gates_path=ROOT / "gates.toml", report_root=None, candidates=None, recipe_files=[],
-                   cache_dir=None, arch="mynets:nan", weights=tmp_path / "nan.pt")
+                   cache_dir=None, arch=f"{own_nets}:nan", weights=tmp_path / "nan.pt")
     with pytest.raises(ValueError, match=r"--weights .*nan\.pt gives non-finite outputs \(NaN or inf\) in eval mode"):
         Plan(opts, gates=None).validate()
 

@@ -144,8 +144,10 @@ def test_folders_with_too_little(tmp_path):
     ({"y_train": np.arange(39) % 4}, r"x_train holds 40 images but y_train 39 labels"),
     ({"x_test": np.zeros((10, 12, 12, 3), np.float32)}, r"x_test is float32; images must be uint8"),
     ({"x_val": np.zeros((3, 12, 12, 3), np.uint8)}, r"x_val and y_val go together"),
+    ({"y_test": np.full(10, 3), "y_train": np.r_[np.arange(3), np.zeros(37, int)], "classes": np.array(list("abcd"))},
+     r"class\(es\) d have no training images: remove them from the class names or add images"),
     ({"y_test": np.full(10, 3), "y_train": np.r_[np.arange(3), np.zeros(37, int)]},
-     r"test class\(es\) class 3 have no training images"),
+     r"without a classes array the labels must be 0\.\.3 .* y_train has no label 3"),
 ])
 def test_bad_npz_name_the_array(tmp_path, extra, match):
     p = make_npz(tmp_path / "bad.npz", **extra)

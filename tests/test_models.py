@@ -3,6 +3,8 @@ the CIFAR ResNet-18 stem."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -183,6 +185,7 @@ def test_torchvision_and_python_architectures(tmp_path, monkeypatch):
         "def not_a_model():\n"
         "    return 3\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mynets", raising=False)  # never another test's module of that name
     arch = models.resolve_arch("mynets:make")
     assert arch == "python:mynets:make" and models.arch_fingerprint(arch)
     assert models.build(arch, "mine", 5, 3, (3, 20, 20))(torch.rand(1, 3, 20, 20)).shape == (1, 5)
