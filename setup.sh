@@ -12,6 +12,10 @@ if ! $PY -c 'import torch, torchvision, sys; sys.exit(0 if torch.__version__.sta
     $PY -m pip install -q torch==2.14.1 torchvision==0.29.1
 fi
 $PY -m pip install -q -e '.[dev]'
+# AutoAttack comes from torchattacks, which pins requests~=2.25.1 (an old release with known
+# security fixes missing) although it never imports requests: installed without its pins, its
+# real requirements (torch, torchvision, scipy, tqdm, numpy) being the harness's own.
+$PY -m pip install -q --no-deps torchattacks==3.5.1
 
 need=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)

@@ -118,6 +118,11 @@ class ProfileCard:
     stress_samples: int  # test images in the robustness subset (seeded, the same for every model)
     attack_samples: int  # the first images of that subset attacked with FGSM / PGD
     cam_samples: int = 32  # each model's most confident errors in its explanation set
+    ood_images: int = 1_000  # images in each out-of-distribution set
+    # AutoAttack (standard) on the first images of the attacked subset; 0 = off unless --autoattack N.
+    # On 2 CPU cores 100 images take about 5 minutes for the smoke CNN (Square's 5,000 queries on
+    # the images the gradient attacks leave), too long for the default smoke run.
+    autoattack_images: int = 0
     # how the seed recipes shrink (per dataset, else per architecture for data of one's own)
     shrink: dict[str, dict] = field(default_factory=dict)
 
@@ -133,7 +138,7 @@ PROFILES: dict[str, ProfileCard] = {
         shrink={"fashion-mnist": _SMALL, "cifar10": _RESNET, "cifar100": _RESNET,
                 "small-cnn": _SMALL, "resnet18": _RESNET}),
     "full": ProfileCard("full", "the seed recipes exactly, every test image measured", stress_samples=10_000,
-                        attack_samples=10_000),
+                        attack_samples=10_000, ood_images=2_000, autoattack_images=1_000),  # RobustBench: 1,000
 }
 PROFILE_NAMES = tuple(PROFILES)
 IMBALANCE_SUFFIX = "-imbalance"

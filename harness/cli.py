@@ -110,7 +110,7 @@ def _calibrate(args) -> int:
         calibrate.Rule(args.coverage, args.confidence), imbalance=args.imbalance, data_root=args.data_root,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None, jobs=args.jobs, command=command,
         progress=lambda line: print(line, file=sys.stderr), recipe_files=tuple(args.recipe_file or ()),
-        image_size=args.image_size, arch=args.arch)
+        image_size=args.image_size, arch=args.arch, skip_baseline=args.skip_baseline, autoattack=args.autoattack)
     for model, d in summary["tables"].items():
         n = sum(len(b) if isinstance(b, dict) else 1 for b in d.bounds.values())
         print(f"{model}: {n} bounds, {len(d.unbounded)} left unbounded, {len(d.expected)} expected failure(s)")
@@ -227,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--data-root")
     k.add_argument("--cache-dir", help="model cache root (each thread count trains into its own threads-<t> folder)")
     k.add_argument("--jobs", type=int, default=None, help="runs at a time (default: cores / threads)")
+    k.add_argument("--skip-baseline", action="store_true", help="measure the baseline (the candidates' effects pair with "
+                   "it) but do not write its table (a calibration of more seeds writes it)")
+    k.add_argument("--autoattack", type=int, default=None, metavar="N", help="AutoAttack on N images (as the suite's)")
     k.set_defaults(func=_calibrate)
 
     a = sub.add_parser("audit", help="false alarms of the shipped gates (the main command on uncalibrated seeds at 1 and "

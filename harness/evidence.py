@@ -27,20 +27,26 @@ import numpy as np
 from .io import atomic_write_bytes, write_pickle
 
 HERE = Path(__file__).resolve().parent
-FORMAT = 1
-# The code that decides each kind of evidence (besides the model and the data): a change to it
-# measures that kind again; the other kinds are still read from the cache.
+FORMAT = 2  # 2: Samples carry per-sample Brier scores
+# The code that decides each kind of evidence (besides the model, the data and the settings in
+# its key, the battery's strengths among them): a change to it measures that kind again, and
+# the other kinds are still read from the cache. ``measure.py`` only routes evidence to these.
 KIND_CODE = {
-    "robustness": ("measure.py", "stress.py", "corruptions", "filters.py", "perturb.py", "cards.py", "evaluate.py"),
-    "adversarial": ("measure.py", "stress.py", "attacks.py", "perturb.py", "cards.py"),
-    "shared_attention": ("measure.py", "explain", "filters.py"),
-    "taxonomy": ("measure.py", "taxonomy.py", "explain", "perturb.py", "stress.py", "filters.py"),
+    "robustness": ("stress.py", "corruptions", "filters.py", "perturb.py"),
+    "adversarial": ("stress.py", "attacks.py", "perturb.py"),
+    "attention": ("explain", "filters.py"),
+    "attention_extra": ("explain", "filters.py"),
+    "taxonomy": ("taxonomy.py", "explain", "perturb.py", "stress.py", "filters.py"),
+    "ood": ("ood.py",),
+    "leakage": ("leakage.py",),
+    "conformal_shift": ("conformal.py", "stress.py", "corruptions", "filters.py"),
+    "autoattack": ("autoattack.py",),
 }
 
 
 def code_hash(kind: str) -> str:
     h = hashlib.sha256(kind.encode())
-    for rel in KIND_CODE.get(kind, ("measure.py",)):
+    for rel in KIND_CODE.get(kind, ("measure.py", f"{kind}.py")):
         path = HERE / rel
         for p in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
             h.update(p.relative_to(HERE).as_posix().encode())
@@ -60,7 +66,7 @@ def pack(obj, prefix: str = "") -> tuple[dict[str, np.ndarray], object]:
     if isinstance(obj, Samples):
         for name in Samples.__slots__:
             v = getattr(obj, name)
-            if name == "num_classes":
+            if name == "num_classes" or v is None:
                 continue
             arrays[f"{prefix}{name}"] = np.asarray(v)
         return arrays, {"type": "Samples", "prefix": prefix, "num_classes": obj.num_classes}
@@ -90,7 +96,7 @@ def pack(obj, prefix: str = "") -> tuple[dict[str, np.ndarray], object]:
     raise TypeError(f"cannot store evidence of type {type(obj).__name__} without pickle")
 
 
-_ALLOWED_CLASSES = ("harness.metrics.attention:Attention", "harness.taxonomy:Taxonomy")
+_ALLOWED_CLASSES = ("harness.metrics.attention:Attention", "harness.taxonomy:Taxonomy", "harness.leakage:Leakage")
 
 
 def unpack(arrays, spec):
@@ -100,7 +106,7 @@ def unpack(arrays, spec):
     if t == "Samples":
         p = spec["prefix"]
         return Samples(*(arrays[f"{p}{n}"] for n in ("labels", "pred", "conf", "nll", "margin", "ids")),
-                       spec["num_classes"], arrays[f"{p}rank"])
+                       spec["num_classes"], arrays[f"{p}rank"], arrays.get(f"{p}brier"), arrays.get(f"{p}probs"))
     if t == "dataclass":
         if spec["class"] not in _ALLOWED_CLASSES:
             raise ValueError(f"unknown evidence class {spec['class']!r}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from dataclasses import asdict as dataclass_asdict
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from dataclasses import replace as dataclass_replace
@@ -38,10 +39,11 @@ from .evidence import EvidenceCache, EvidenceStore
 from .metrics import NotApplicable, Samples
 from .train import TrainResult, select_training_indices, train_sample_indices
 
-STRESS_SEED = 0
+# Evidence about the data, not the model: cached by the data's fingerprint alone.
+DATASET_KINDS = frozenset({"leakage"})
 # Evidence read straight from the stored logits and the recipe: cheaper to rebuild than to
 # share between processes, and always at hand for the report's table of numbers.
-CHEAP_KINDS = frozenset({"test", "val", "train_sample", "class_frequency", "shared_attention"})
+CHEAP_KINDS = frozenset({"test", "val", "train_sample", "class_frequency", "shared_attention", "conformal"})
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,48 @@ class Settings:
     cam_method: str = "gradcam"
     cam_layer: str | None = None  # None: the architecture's default (explain.default_cam_layer)
     published: dict | None = None  # CIFAR-C arrays (data.cifar_c) to use instead of synthesising
+    ood_images: int = 1000  # images per out-of-distribution set
+    ood_path: str | None = None  # --ood: a set of one's own
+    data_root: str | None = None  # where a sibling dataset (an OOD set) is looked for
+    conformal_alpha: float = 0.1  # --conformal-alpha: sets for 1 - alpha of the test images
+    autoattack_images: int = 0  # AutoAttack on this many images of the attacked subset (0: not run)
 
 
 ATTENTION_SEED = 7
+
+
+def ood_names(data: Dataset, settings: Settings) -> list[str]:
+    """The OOD sets a model of ``data`` is measured on (without loading them)."""
+    from . import ood
+
+    names = list(ood.SYNTHETIC)
+    if data.image_shape[0] == 1:
+        try:
+            import sklearn  # noqa: F401 - the digits ship with scikit-learn
+            names.append("digits")
+        except ImportError:
+            pass
+    sibling = {"cifar10": "cifar100", "cifar100": "cifar10"}.get(data.name) if data.builtin else None
+    if sibling:
+        from . import data as data_mod
+
+        try:
+            data_mod.class_names(sibling, settings.data_root)
+            names.append(sibling)
+        except (data_mod.DatasetNotFoundError, data_mod.DatasetFormatError):
+            pass
+    if settings.ood_path:
+        names.append("own")
+    return names
+
+
+def _file_stamp(path: str) -> str:
+    """What a user's OOD set is: its path, size and modification time (a change measures again)."""
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
+    return f"{p}|" + "|".join(f"{q.name}:{q.stat().st_size}:{q.stat().st_mtime_ns}" for q in files[:5000])
 
 
 def explanation_set(name: str, s: Samples, named, errors: int) -> dict[int, list[str]]:
@@ -79,14 +120,6 @@ def as_set(roles: dict[int, list[str]]) -> tuple[np.ndarray, np.ndarray]:
     """{position: roles} -> (sorted positions, "role,role" per position)."""
     pos = np.array(sorted(roles), dtype=np.int64)
     return pos, np.array([",".join(dict.fromkeys(roles[int(p)])) for p in pos], dtype=str)
-
-
-def stress_subset(n_test: int, n: int) -> np.ndarray:
-    """A seeded random subset of ``n`` test positions (sorted), the same for every model."""
-    if n >= n_test:
-        return np.arange(n_test)
-    g = torch.Generator().manual_seed(STRESS_SEED)
-    return torch.randperm(n_test, generator=g)[:n].sort().values.numpy()
 
 
 class ModelEvaluation:
@@ -147,6 +180,16 @@ class ModelEvaluation:
             return stress.robustness_units(self.battery, len(self.stress_positions())), "condition-batch"
         if kind == "adversarial":
             return 2 * len(self.battery.epsilons), "attack"
+        if kind == "ood":
+            return len(ood_names(self.data, self.settings)), "set"
+        if kind == "leakage":
+            from .leakage import chunks
+
+            return chunks(len(self.data.test_y)), "chunk"
+        if kind == "conformal_shift":
+            return len(self.battery.corruptions), "corruption"
+        if kind == "autoattack":
+            return 4, "attack"
         return 1, kind
 
     def _timed(self, kind: str, measure: Callable[[], object], positions=None):
@@ -179,6 +222,17 @@ class ModelEvaluation:
         ctx = {"data": self.data.fingerprint, "device": self.device.type, "profile": s.profile,
                "stress_samples": s.stress_samples, "published": sorted(s.published or {}),
                "flip_invariant": self.data.flip_invariant}
+        if kind in ("robustness", "adversarial", "taxonomy", "conformal_shift", "autoattack"):
+            ctx["battery"] = {k: v for k, v in dataclass_asdict(self.battery).items() if k != "published"}
+        if kind == "ood":
+            ctx.update(ood_images=s.ood_images, ood_path=s.ood_path and _file_stamp(s.ood_path),
+                       ood_sets=ood_names(self.data, s))
+        if kind == "conformal_shift":
+            ctx["alpha"] = s.conformal_alpha
+        if kind == "autoattack":
+            ctx["images"] = s.autoattack_images
+        if kind in DATASET_KINDS:
+            ctx = {"data": self.data.fingerprint}
         if kind in ("attention", "attention_extra", "taxonomy"):
             ctx.update(cam_method=s.cam_method, cam_layer=s.cam_layer)
         return ctx
@@ -189,15 +243,20 @@ class ModelEvaluation:
         of a shared one) and the roles do not enter it."""
         if self.cache is None or self.model_key is None:
             return measure()
+        evidence, meta = self.cache.get_or_measure(self.evidence_key(kind, positions),
+                                                   lambda: (measure(), self._meta(kind)))
+        if kind in ("attention", "attention_extra"):
+            self.attention_maps = dict(meta)
+        return evidence
+
+    def evidence_key(self, kind: str, positions=None) -> str:
+        """The evidence cache's key of ``kind`` for this model (attention: of the positions it
+        explains, its own set by default)."""
         ctx = self._context(kind)
         if kind in ("attention", "attention_extra"):
             pos = self.own_set()[0] if positions is None else positions
             ctx["positions"] = hashlib.sha256(np.asarray(pos, dtype=np.int64).tobytes()).hexdigest()[:16]
-        key = EvidenceCache.key(self.model_key, kind, ctx)
-        evidence, meta = self.cache.get_or_measure(key, lambda: (measure(), self._meta(kind)))
-        if kind in ("attention", "attention_extra"):
-            self.attention_maps = dict(meta)
-        return evidence
+        return EvidenceCache.key("dataset" if kind in DATASET_KINDS else self.model_key, kind, ctx)
 
     def _meta(self, kind: str) -> dict:
         return dict(self.attention_maps) if kind in ("attention", "attention_extra") else {}
@@ -220,7 +279,7 @@ class ModelEvaluation:
                 x = self.data.split(split)[0]
             res.logits[split] = logits_of(self.model, x, self.device)
         p = res.predictions(self.data, split)
-        return Samples.from_logits(p.logits, p.labels, p.ids)
+        return Samples.from_logits(p.logits, p.labels, p.ids, keep_probs=True)
 
     def _evidence_test(self) -> Samples:
         return self._split_samples("test")
@@ -237,7 +296,7 @@ class ModelEvaluation:
                               self.data.flip_invariant, self.settings.published)
 
     def stress_positions(self) -> np.ndarray:
-        return stress_subset(len(self.data.test_y), self.settings.stress_samples)
+        return stress.stress_subset(len(self.data.test_y), self.settings.stress_samples)
 
     def _evidence_class_frequency(self) -> np.ndarray:
         """Training images per class for this model's recipe (long-tailed runs: the subsample)."""
@@ -274,16 +333,86 @@ class ModelEvaluation:
         return taxonomy.analyse(self.model, s, p.probs, self.data.test_x, self.device, b.occlusion_patch,
                                 b.occlusion_stride, limit=taxonomy.LIMIT)
 
+    def _evidence_ood(self) -> dict:
+        """In-distribution scores (``ood.scores``) of the test images and of every OOD set."""
+        from . import ood
+
+        self.samples("test")  # the test logits (evaluated here for a model the harness did not train)
+        out = {"test": ood.scores(self.result.logits["test"].numpy())}
+        for name, x in ood.sets(self.data, self.settings.data_root, self.settings.ood_path,
+                                self.settings.ood_images).items():
+            out[name] = ood.scores(logits_of(self.model, x, self.device).numpy())
+            self.tick(1)
+        return out
+
+    def _evidence_leakage(self):
+        """Each test image's nearest training image (a property of the data: cached by its
+        fingerprint alone)."""
+        from . import leakage
+
+        return leakage.near_duplicates(self.data.train_x, self.data.test_x, tick=self.tick)
+
+    def _evidence_conformal(self) -> dict:
+        """LAC and APS prediction sets of the test images, calibrated on the validation split."""
+        from . import conformal
+
+        val, test = self.samples("val"), self.samples("test")
+        out = {"labels": test.labels, "alpha": self.settings.conformal_alpha, "n_cal": len(val)}
+        for method in conformal.METHODS:
+            q = conformal.calibrate(val.probs, val.labels, self.settings.conformal_alpha, method)
+            inside = conformal.sets(test.probs, q, method)
+            out[method] = {"q": q, "covered": inside[np.arange(len(test)), test.labels], "size": inside.sum(axis=1),
+                           "sizes": np.bincount(inside.sum(axis=1), minlength=test.num_classes + 1)}
+        return out
+
+    def _evidence_conformal_shift(self) -> dict:
+        """LAC coverage of the stressed subset under each common corruption at severity 3, with
+        the threshold calibrated on the (unshifted) validation split."""
+        from . import conformal
+
+        val = self.samples("val")
+        q = conformal.calibrate(val.probs, val.labels, self.settings.conformal_alpha, "lac")
+        pos = self.stress_positions()
+        idx = torch.as_tensor(pos)
+        x, y = self.data.test_x[idx], self.data.test_y[idx]
+        logits = stress.run_corruptions_at(self.model, x, self.battery, self.device, 3, pos, len(self.data.test_y),
+                                           tick=self.tick)
+        out = {}
+        for name, z in logits.items():
+            smp = Samples.from_logits(z.numpy(), y.numpy(), pos, keep_probs=True)
+            out[name] = conformal.sets(smp.probs, q, "lac")[np.arange(len(smp)), smp.labels]
+        return out
+
+    def _evidence_autoattack(self) -> dict:
+        """AutoAttack (standard) at the reference budget on the first ``autoattack_images`` of
+        the attacked subset: outcomes, and which attack broke each image."""
+        from . import autoattack
+
+        n = self.settings.autoattack_images
+        if n <= 0:
+            raise NotApplicable("AutoAttack runs in the full profile, or with --autoattack N (minutes per 100 images "
+                                "on a CPU)")
+        if not autoattack.available():
+            raise NotApplicable("torchattacks is not installed (setup.sh installs it)")
+        b = self.battery
+        pos = self.stress_positions()[: min(n, b.attack_samples)]
+        idx = torch.as_tensor(pos)
+        x, y = to_float(self.data.test_x[idx]).to(self.device), self.data.test_y[idx].to(self.device)
+        adv, broken = autoattack.run(self.model, x, y, b.reference_eps, self.data.num_classes, tick=self.tick)
+        with torch.no_grad():
+            z = torch.cat([self.model(adv[i:i + 250]).float().cpu() for i in range(0, len(adv), 250)])
+        return {"autoattack": Samples.from_logits(z.numpy(), y.cpu().numpy(), pos), "broken_by": broken}
+
     def own_set(self) -> tuple[np.ndarray, np.ndarray]:
         """This model's own explanation set: (test positions, roles) of the named cases, its most
         confident errors and a right prediction of the same class for each (a function of the
         model and the data alone)."""
         return as_set(explanation_set(self.name, self.samples("test"), self._named(), self.settings.cam_samples))
 
-    def _explain(self, pos: np.ndarray, roles: np.ndarray) -> metrics.Attention:
+    def _explain(self, pos: np.ndarray, roles: np.ndarray, sanity: bool = True) -> metrics.Attention:
         """Grad-CAM scores of this model on test positions ``pos``, per image: each is a function
-        of the model and the image alone (random maps seeded per test id, the randomisation
-        check on every image)."""
+        of the model and the image alone (random maps seeded per test id; the randomisation
+        check, unless ``sanity`` is off, on every image: NaN where it is not run)."""
         s = self.samples("test")
         n = len(pos)
         if n == 0:
@@ -292,7 +421,7 @@ class ModelEvaluation:
         x = to_float(self.data.test_x[torch.as_tensor(pos)])
         out = explain.attention_summary(self.model, x, s.pred[pos], method=self.settings.cam_method,
                                         layer=self.settings.cam_layer, device=self.device, ids=s.ids[pos],
-                                        randomisation_images=None)
+                                        randomisation_images=None if sanity else 0)
         change = explain.confidence_change(self.model, x, out["maps"], out["targets"], self.device)
         randomised = np.full(n, np.nan)
         rand = out.get("randomisation")
@@ -319,7 +448,9 @@ class ModelEvaluation:
         own_pos = self.own_set()[0]
         own = self.evidence("attention")
         missing = pos[~np.isin(pos, own_pos)]
-        extra = self._timed("attention_extra", lambda: self._explain(missing, np.full(len(missing), "")), missing)
+        # the randomisation check is a property of the model, gated on its own set: not repeated here
+        extra = self._timed("attention_extra", lambda: self._explain(missing, np.full(len(missing), ""), sanity=False),
+                            missing)
         both = metrics.Attention(*(np.concatenate([getattr(own, f.name), getattr(extra, f.name)])
                                    for f in dataclass_fields(metrics.Attention)))
         where = {int(p): i for i, p in enumerate(np.concatenate([own_pos, missing]))}

@@ -39,6 +39,7 @@ from . import attacks, cards, corruptions, perturb
 from .evaluate import to_float
 
 SEED = 0
+STRESS_SEED = 0  # the seeded subset of the test split every model of a run is stressed on
 # The attack sweep, the reference budget the single-number FGSM/PGD gates read, the occlusion
 # patch and the number of attacked images come from the dataset's and the profile's cards
 # (harness/cards.py); a dataset of one's own gets the card defaults (the CIFAR budgets).
@@ -100,6 +101,14 @@ def battery(dataset: str, image_shape: tuple[int, int, int], profile: str, flip_
     )
 
 
+def stress_subset(n_test: int, n: int) -> np.ndarray:
+    """A seeded random subset of ``n`` test positions (sorted), the same for every model."""
+    if n >= n_test:
+        return np.arange(n_test)
+    g = torch.Generator().manual_seed(STRESS_SEED)
+    return torch.randperm(n_test, generator=g)[:n].sort().values.numpy()
+
+
 def condition_eps(name: str) -> float:
     return float(name.split("/")[1])
 
@@ -107,7 +116,7 @@ def condition_eps(name: str) -> float:
 # ============================================================================ running
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _logits(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     return torch.cat([model(x[i : i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)])
 
@@ -147,12 +156,7 @@ def run_robustness(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, b: 
             tick(1)
             for name in b.corruptions:
                 for s in b.severities:
-                    if name in b.published:
-                        xc = _published(b, name, s, positions[sl], n_test).to(device)
-                    else:
-                        seed = zlib.crc32(f"{SEED}/{name}/{s}/{i}".encode())  # per batch: same for every model
-                        gen = torch.Generator(device=device).manual_seed(seed)
-                        xc = corruptions.corrupt(xb, name, s, gen)
+                    xc = _corrupted(b, xb, name, s, i, positions, sl, n_test, device)
                     out[f"corruption/{name}/{s}"].append(_logits(model, xc))
                 tick(len(b.severities))
             occ = perturb.occlusion_sweep(model, xb, yb, b.occlusion_patch, b.occlusion_stride, b.occlusion_fill,
@@ -169,6 +173,33 @@ def run_robustness(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, b: 
                 out["hflip"].append(_logits(model, perturb.hflip(xb)))
             tick(len(b.robustness_conditions()) - 1 - len(b.corruption_conditions()))
     return {k: torch.cat(v) for k, v in out.items()}
+
+
+def run_corruptions_at(model: nn.Module, x_uint8: torch.Tensor, b: Battery, device, severity: int,
+                       positions: np.ndarray | None = None, n_test: int | None = None, batch_size: int = 500,
+                       tick=None) -> dict[str, torch.Tensor]:
+    """Logits under each corruption of ``b`` at one severity: the same corrupted images as
+    ``run_robustness`` (the same batches and seeds)."""
+    device = torch.device(device)
+    model = model.eval().to(device)
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in b.corruptions}
+    with perturb.channels_last(model):
+        for i in range(0, len(x_uint8), batch_size):
+            sl = slice(i, i + batch_size)
+            xb = to_float(x_uint8[sl].to(device))
+            for name in b.corruptions:
+                out[name].append(_logits(model, _corrupted(b, xb, name, severity, i, positions, sl, n_test, device)))
+    if tick is not None:
+        tick(len(b.corruptions))
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def _corrupted(b: Battery, xb, name: str, s: int, i: int, positions, sl, n_test, device) -> torch.Tensor:
+    """Batch ``xb`` (starting at image ``i``) under corruption ``name`` at severity ``s``."""
+    if name in b.published:
+        return _published(b, name, s, positions[sl], n_test).to(device)
+    seed = zlib.crc32(f"{SEED}/{name}/{s}/{i}".encode())  # per batch: the same for every model
+    return corruptions.corrupt(xb, name, s, torch.Generator(device=device).manual_seed(seed))
 
 
 def robustness_units(b: Battery, n: int, batch_size: int = 500) -> int:

@@ -20,7 +20,7 @@ def test_loss(gate):
 
 def test_class_accuracy(gate, class_name):
     """Accuracy of each class (seed 000: Shirt at 68.5% hides behind 92% overall)."""
-    gate("class_accuracy", class_name=class_name)
+    gate("class_accuracy", label=class_name)
 
 
 def test_worst_class_accuracy(gate):

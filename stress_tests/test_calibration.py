@@ -1,6 +1,7 @@
 """Calibration: top-label ECE over 15 equal-width bins, split into its overconfident and
-underconfident parts (harness/metrics.py), so a bound can forbid overconfidence without
-punishing a model that became cautious."""
+underconfident parts (harness/metrics), so a bound can forbid overconfidence without punishing a
+model that became cautious; the Brier score and the ECE over equal-mass bins (classwise ECE is
+reported)."""
 
 import pytest
 
@@ -19,3 +20,13 @@ def test_ece_over(gate):
 def test_ece_under(gate):
     """The part of the ECE from bins where accuracy exceeds confidence."""
     gate("ece_under")
+
+
+def test_brier(gate):
+    """The Brier score: the whole probability vector against the label, not only the top one."""
+    gate("brier")
+
+
+def test_adaptive_ece(gate):
+    """ECE over equal-mass bins: less sensitive to where the bin edges fall."""
+    gate("adaptive_ece")

@@ -9,7 +9,7 @@ pytestmark = pytest.mark.robustness
 CORRUPTIONS = ["corruption_accuracy", "worst_corruption_accuracy", "mean_corruption_error", "corruption_ece",
                "corruption_ece_over", "corruption_confident_error_rate", "noise_accuracy", "brightness_accuracy",
                "contrast_accuracy"]
-ATTACKS = ["fgsm_accuracy", "pgd_accuracy", "pgd_confident_error_rate"]
+ATTACKS = ["fgsm_accuracy", "pgd_accuracy", "pgd_confident_error_rate", "autoattack_accuracy", "pgd_autoattack_gap"]
 GEOMETRY = ["occlusion_accuracy", "occlusion_flip_share", "scale_accuracy", "scale_flip_share", "shift_accuracy",
             "shift_flip_share", "rotation_accuracy", "rotation_flip_share"]
 

@@ -95,7 +95,7 @@ def test_robustness_battery_on_a_smoke_subset(benchmark):
     scale, shifts, rotations, flip; FGSM and PGD-10 at four budgets on 250 images) for one
     small CNN on the smoke profile's 1,000-image subset. Target: within 60 s on 2 CPU cores
     (measured 23.5 + 5.7 s on the CI machine kind, 2026-11-23, model trained on smoke)."""
-    from harness import data, measure, stress
+    from harness import data, stress
 
     try:
         ds = data.load("fashion-mnist", download=False)
@@ -114,7 +114,7 @@ def test_robustness_battery_on_a_smoke_subset(benchmark):
 
     rob, adv = benchmark.pedantic(battery, rounds=1, iterations=1)
     assert set(rob) == set(b.robustness_conditions()) and set(adv) == set(b.adversarial_conditions())
-    assert measure.stress_subset(10_000, 1000).shape == (1000,)
+    assert stress.stress_subset(10_000, 1000).shape == (1000,)
 
 
 def test_attention_metrics_for_256_images(benchmark):

@@ -121,6 +121,8 @@ def test_the_gated_metrics_are_the_registry_metrics_a_stress_test_checks():
     gated = {n for n, m in metrics.REGISTRY.items() if m.gated}
     checked = {n for n in metrics.REGISTRY if f'"{n}"' in src}
     checked |= {f"confident_errors_{t}" for t in ("90", "99") if f'"{t}"' in src}
+    checked |= {f"{m}_{k}" for m in ("lac", "aps") for k in ("coverage_margin", "set_size")
+                if f'"{m}"' in src and f'f"{{method}}_{k}"' in src}
     assert gated == checked
 
 

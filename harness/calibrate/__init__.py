@@ -58,8 +58,10 @@ from .write import machine, render
 def calibrate(dataset: str, profile: str, seeds: list[int], threads: list[int], candidates: list[str], out: Path,
               gates_path: Path, rule: Rule | None = None, imbalance: float = 1.0, data_root: str | None = None,
               cache_dir: Path | None = None, jobs: int | None = None, command: str = "", progress=print,
-              **task_fields) -> dict:
-    """Run the calibration and write ``out``; returns a summary (tables, seconds)."""
+              skip_baseline: bool = False, **task_fields) -> dict:
+    """Run the calibration and write ``out``; returns a summary (tables, seconds).
+    ``skip_baseline``: the baseline is trained and measured (the candidates' effects pair with
+    it) but its table is not written: another calibration of more seeds writes it."""
     rule = rule or Rule()
     from .. import cache, cards, recipes
 
@@ -84,6 +86,8 @@ def calibrate(dataset: str, profile: str, seeds: list[int], threads: list[int], 
         return found
 
     tables = derive(results, rule, policy_for)
+    if skip_baseline:
+        tables = {m: t for m, t in tables.items() if recipe_of(m) != "baseline"}
     effects = {m: derive_effects(results, m, recipes.DOCUMENTED_EFFECTS[recipe_of(m)])
                for m in tables if recipe_of(m) in recipes.DOCUMENTED_EFFECTS}
     import torch

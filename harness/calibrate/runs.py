@@ -31,6 +31,7 @@ class Task:
     recipe_files: tuple[str, ...] = ()
     image_size: int | None = None
     arch: str | None = None
+    autoattack: int | None = None
     gates: str = str(HERE.parent / "gates.toml")
 
     @property
@@ -51,9 +52,11 @@ def _quantum(m: metrics.Metric, evidence) -> float:
     if m.resolution == "one":
         return 1.0
     if m.resolution == "image":
+        if isinstance(evidence, dict) and "labels" in evidence:  # conformal sets: one outcome per test image
+            return 1.0 / len(evidence["labels"])
         try:
             return 1.0 / metrics.evidence_size(evidence)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, AttributeError):
             return 0.0
     return 0.0
 
@@ -73,7 +76,8 @@ def run_task(task: Task) -> dict:
     opts = Options(dataset=task.dataset, profile=task.profile, device="cpu", data_root=task.data_root,
                    gates_path=Path(task.gates), report_root=None, candidates=list(task.candidates),
                    recipe_files=[Path(p) for p in task.recipe_files], cache_dir=Path(task.cache_dir) if task.cache_dir
-                   else None, imbalance=task.imbalance, image_size=task.image_size, arch=task.arch, seed=task.seed)
+                   else None, imbalance=task.imbalance, image_size=task.image_size, arch=task.arch, seed=task.seed,
+                   autoattack=task.autoattack)
     s = Session.create(opts, Gates.load(task.gates))
     data = s.data
     out: dict = {"seed": task.seed, "threads": torch.get_num_threads(), "models": {}, "quanta": {},
@@ -84,8 +88,10 @@ def run_task(task: Task) -> dict:
         for name, metric in metrics.REGISTRY.items():
             if not metric.gated:
                 continue
-            for i in range(data.num_classes) if metric.per == "class" else [None]:
-                key = name if i is None else f"{name}[{data.classes[i]}]"
+            labels = s.plan.labels_of(metric.per) if metric.per else [None]
+            for label in labels:
+                key = name if label is None else f"{name}[{label}]"
+                i = None if label is None else s.plan.label_index(metric.per, label)
                 try:
                     values[key] = stored(s.value(m, name, i))
                 except metrics.NotApplicable:
@@ -93,6 +99,9 @@ def run_task(task: Task) -> dict:
                     continue
                 if metric.per == "class":
                     quanta[key] = 1.0 / max(1, int((ev.samples("test").labels == i).sum()))
+                elif metric.per == "ood_set":
+                    n = len(ev.evidence("ood")[label]["msp"])
+                    quanta[key] = 1.0 / n if metric.resolution == "image" else 0.0
                 else:
                     quanta[key] = _quantum(metric, ev.evidence(metric.needs[0]))
         out["models"][m] = values

@@ -299,6 +299,8 @@ class Gates:
             if ds != dataset:
                 continue
             for gate in t.absolute.values():
+                if metrics.get(gate.metric).per != "class":
+                    continue
                 for label in (gate.bound if gate.per_label else ()):
                     if label not in classes:
                         raise GateFileError(f"{t.file} [{ds}.{p}.{model}]: {gate.key} names class {label!r}, which "

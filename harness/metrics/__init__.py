@@ -23,8 +23,9 @@ blocks), ``registry`` (``Metric``, ``register``, ``measure``), ``classification`
 split's predictions: its docstring defines every one of them), ``robustness``, ``attention``.
 """
 
-from . import attention, classification, robustness  # noqa: F401 - registers their metrics
+from . import attention, beyond, classification, robustness  # noqa: F401 - registers their metrics
 from .attention import *  # noqa: F403
+from .beyond import *  # noqa: F403
 from .classification import *  # noqa: F403
 from .registry import *  # noqa: F403
 from .robustness import *  # noqa: F403

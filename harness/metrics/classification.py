@@ -36,6 +36,7 @@ import numpy as np
 
 from .registry import register
 from .samples import (
+    ECE_BINS,
     HIGHER,
     LOWER,
     NEUTRAL,
@@ -43,6 +44,7 @@ from .samples import (
     NotApplicable,
     Samples,
     _bin_gaps,
+    bin_index,
     class_counts,
     class_recall,
     confident_errors_at,
@@ -192,6 +194,49 @@ def mce(s: Samples) -> float:
           NEUTRAL, "probability", range_=(-1.0, 1.0), gated=False)
 def calibration_gap(s: Samples) -> float:
     return float(s.conf.mean() - s.hit.mean())
+
+
+@register("brier", "calibration", "Brier score: mean over images of the squared distance between the probability "
+          "vector and the one-hot label (0 perfect, 2 worst)", LOWER, "score", range_=(0.0, 2.0))
+def brier(s: Samples) -> float:
+    if s.brier is None:
+        raise NotApplicable("these outcomes were stored without per-image Brier scores")
+    return float(np.mean(s.brier))
+
+
+def equal_mass_bins(conf: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """The bin of each confidence when the bins hold (about) equally many images: edges at the
+    confidences' quantiles (linear interpolation, ``np.quantile``), the outer edges at 0 and 1,
+    each bin [lo, hi) and the last [lo, 1] (as netcal's ``ECE(equal_intervals=False)``, which
+    bins with ``np.histogramdd``); images tied on an edge go to the upper bin."""
+    edges = np.quantile(conf, np.linspace(0.0, 1.0, bins + 1))
+    edges[0], edges[-1] = 0.0, 1.0
+    return np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, bins - 1)
+
+
+@register("adaptive_ece", "calibration", "ECE over 15 equal-mass bins (each holds about as many images): less "
+          "sensitive to where the bin edges fall than the equal-width ECE", LOWER, "probability")
+def adaptive_ece(s: Samples) -> float:
+    idx = equal_mass_bins(s.conf)
+    gap = np.bincount(idx, weights=s.conf - s.hit, minlength=ECE_BINS)
+    return float(np.abs(gap).sum() / len(s))
+
+
+@register("classwise_ece", "calibration", "classwise ECE: every class's probability (not only the top one) against "
+          "whether the image is of that class, 15 equal-width bins, mean over classes", LOWER, "probability",
+          gated=False)
+def classwise_ece(s: Samples) -> float:
+    if s.probs is None:
+        raise NotApplicable("these outcomes were stored without every class's probability")
+    n, k = s.probs.shape
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), s.labels] = 1.0
+    total = 0.0
+    for c in range(k):
+        p = s.probs[:, c]
+        gap = np.bincount(bin_index(p), weights=p - onehot[:, c], minlength=ECE_BINS)
+        total += np.abs(gap).sum() / n
+    return float(total / k)
 
 
 # ---------------------------------------------------------------------------- selective prediction

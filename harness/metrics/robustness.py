@@ -217,3 +217,20 @@ def pgd_accuracy(ev: Mapping) -> float:
 def pgd_confident_error_rate(ev: Mapping) -> float:
     s = _condition(ev, "pgd")
     return confident_errors_at(s, 0.9) / len(s)
+
+
+@_robust("autoattack_accuracy", "accuracy under AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square) at the "
+         "reference budget (L-inf), the RobustBench reference", needs=("autoattack",), paired=False)
+def autoattack_accuracy(ev: Mapping) -> float:
+    return accuracy(ev["autoattack"])
+
+
+@_robust("pgd_autoattack_gap", "PGD-10 accuracy minus AutoAttack accuracy on the same images: a large gap flags "
+         "gradient masking (PGD overestimates the robustness)", LOWER, needs=("adversarial", "autoattack"),
+         paired=False, range_=(-1.0, 1.0))
+def pgd_autoattack_gap(adv: Mapping, aa: Mapping) -> float:
+    pgd = _condition(adv, "pgd")
+    n = len(aa["autoattack"])
+    if len(pgd) < n or not np.array_equal(pgd.ids[:n], aa["autoattack"].ids):
+        raise NotApplicable("PGD and AutoAttack were not run on the same images")
+    return accuracy(pgd.take(np.arange(n))) - accuracy(aa["autoattack"])

@@ -30,9 +30,9 @@ class Samples:
     confidence order without sorting again.
     """
 
-    __slots__ = ("labels", "pred", "conf", "nll", "margin", "ids", "num_classes", "rank")
+    __slots__ = ("labels", "pred", "conf", "nll", "margin", "ids", "num_classes", "rank", "brier", "probs")
 
-    def __init__(self, labels, pred, conf, nll, margin, ids, num_classes: int, rank=None):
+    def __init__(self, labels, pred, conf, nll, margin, ids, num_classes: int, rank=None, brier=None, probs=None):
         self.labels = labels
         self.pred = pred
         self.conf = conf
@@ -44,24 +44,26 @@ class Samples:
             rank = np.empty(len(conf), dtype=np.int64)
             rank[np.argsort(-conf, kind="stable")] = np.arange(len(conf))
         self.rank = rank
+        self.brier = brier  # sum_k (p_k - [y = k])^2 per sample (None: not known)
+        self.probs = probs  # (N, K) probabilities, kept only where a metric needs every class's (keep_probs)
 
     @classmethod
-    def from_logits(cls, logits, labels, ids=None) -> Samples:
+    def from_logits(cls, logits, labels, ids=None, keep_probs: bool = False) -> Samples:
         z = np.asarray(logits, dtype=np.float64)
         labels = _check_labels(z, labels)
         z = z - z.max(axis=1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        return cls._build(np.exp(logp), -logp[np.arange(len(labels)), labels], labels, ids)
+        return cls._build(np.exp(logp), -logp[np.arange(len(labels)), labels], labels, ids, keep_probs)
 
     @classmethod
-    def from_probs(cls, probs, labels, ids=None) -> Samples:
+    def from_probs(cls, probs, labels, ids=None, keep_probs: bool = False) -> Samples:
         p = np.asarray(probs, dtype=np.float64)
         labels = _check_labels(p, labels)
         nll = -np.log(np.clip(p[np.arange(len(labels)), labels], 1e-300, None))
-        return cls._build(p, nll, labels, ids)
+        return cls._build(p, nll, labels, ids, keep_probs)
 
     @classmethod
-    def _build(cls, probs, nll, labels, ids) -> Samples:
+    def _build(cls, probs, nll, labels, ids, keep_probs: bool = False) -> Samples:
         n, k = probs.shape
         pred = probs.argmax(axis=1)
         conf = probs[np.arange(n), pred]
@@ -71,7 +73,8 @@ class Samples:
         else:
             margin = np.ones(n)
         ids = np.arange(n) if ids is None else np.asarray(ids).astype(np.int64)
-        return cls(labels, pred, conf, nll, margin, ids, k)
+        brier = (probs ** 2).sum(axis=1) - 2 * probs[np.arange(n), labels] + 1.0
+        return cls(labels, pred, conf, nll, margin, ids, k, brier=brier, probs=probs if keep_probs else None)
 
     @property
     def hit(self) -> np.ndarray:
@@ -83,7 +86,8 @@ class Samples:
     def take(self, idx) -> Samples:
         """The samples at ``idx`` (a bootstrap resample, or a subset)."""
         return Samples(self.labels[idx], self.pred[idx], self.conf[idx], self.nll[idx], self.margin[idx],
-                       self.ids[idx], self.num_classes, self.rank[idx])
+                       self.ids[idx], self.num_classes, self.rank[idx],
+                       None if self.brier is None else self.brier[idx], None if self.probs is None else self.probs[idx])
 
 
 def _check_labels(scores: np.ndarray, labels) -> np.ndarray:

@@ -156,3 +156,70 @@ def table_attention_changes(record: dict) -> Table:
             rows.append([c, key, f"{fmt_delta(d.get('delta'))} {fmt_ci(ci)}" if d.get("delta") is not None
                          else f"n/a ({d.get('not_applicable', '')})", excl])
     return headers, rows
+
+
+# ============================================================================ beyond the test set
+
+
+def table_ood(record: dict) -> Table:
+    """Per model and OOD set: AUROC and FPR at 95% TPR for each score, and the share predicted
+    with >= 99% confidence."""
+    headers = ["Model", "OOD set", "Images", "AUROC msp / maxlogit / energy", "FPR@95 msp / maxlogit / energy",
+               ">= 99% confident"]
+    rows = []
+    for m in model_order(record):
+        for name, v in (((record["models"][m].get("ood") or {}).get("sets")) or {}).items():
+            rows.append([m, name, fmt(v.get("images"), "int"),
+                         " / ".join(fmt(v["auroc"].get(k)) for k in ("msp", "maxlogit", "energy")),
+                         " / ".join(fmt(v["fpr95"].get(k), "pct") for k in ("msp", "maxlogit", "energy")),
+                         fmt(v.get("confident_share"), "pct")])
+    return headers, rows
+
+
+def table_conformal(record: dict) -> Table:
+    """Per model and method: coverage against the target and the floor a sound run reaches,
+    set sizes, the worst class, and coverage under shift."""
+    headers = ["Model", "Method", "Coverage (target / floor)", "Mean set size", "Largest set", "Worst class",
+               "Under corruption (severity 3)"]
+    rows = []
+    for m in model_order(record):
+        c = record["models"][m].get("conformal") or {}
+        for method in ("lac", "aps"):
+            v = c.get(method)
+            if not v:
+                continue
+            worst = min(v["per_class"].items(), key=lambda kv: kv[1]) if v.get("per_class") else None
+            shift = c.get("shift") or {}
+            shift_text = (f"{fmt(float(np.mean(list(shift.values()))), 'pct')} mean, "
+                          f"{min(shift, key=shift.get)} {fmt(min(shift.values()), 'pct')}") if method == "lac" and shift \
+                else DASH
+            rows.append([m, method.upper(), f"{fmt(v['coverage'], 'pct')} ({fmt(1 - c['alpha'], 'pct')} / "
+                         f"{fmt(c['floor'], 'pct')})", fmt(v["size_mean"]), fmt(v["size_max"], "int"),
+                         f"{worst[0]} {fmt(worst[1], 'pct')}" if worst else DASH, shift_text])
+    return headers, rows
+
+
+def table_leakage(record: dict) -> Table:
+    """Near-duplicates between training and test, and each model's accuracy on them."""
+    leak = record.get("leakage") or {}
+    if not leak:
+        return ["Model", "Accuracy on leaked test images", "On the rest"], []
+    rows = [[m, fmt(a.get("leaked"), "pct"), fmt(a.get("rest"), "pct")] for m, a in (leak.get("accuracy") or {}).items()]
+    return ["Model", f"Accuracy on the {leak['count']} leaked test images", "On the rest"], rows
+
+
+def table_autoattack(record: dict) -> Table:
+    """AutoAttack per model: robust accuracy, the attack that broke each image, and the gap to
+    PGD on the same images (a large gap flags gradient masking)."""
+    headers = ["Model", "Images", "AutoAttack accuracy", "PGD - AutoAttack", "Broken by APGD-CE / APGD-T / FAB-T / Square",
+               "Wrong before attack"]
+    rows = []
+    for m in model_order(record):
+        aa = ((record["models"][m].get("robustness") or {}).get("autoattack")) or {}
+        if not aa:
+            continue
+        gap = (record["models"][m].get("metrics") or {}).get("pgd_autoattack_gap")
+        rows.append([m, fmt(aa["images"], "int"), fmt(aa["accuracy"], "pct"), fmt(gap, "pct"),
+                     " / ".join(str(aa["broken_by"].get(a, 0)) for a in ("apgd-ce", "apgd-t", "fab-t", "square")),
+                     fmt(aa["clean_wrong"], "int")])
+    return headers, rows

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 
 from . import findings, tables
-from .format import Table
+from .format import Table, fmt
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -105,7 +105,7 @@ def render_html(record: dict, files: list[str]) -> str:
     fig_fail = [n for n, f in (record.get("figures") or {}).items() if not f.get("ok")]
     body: list[str] = []
     nav = [("answer", "Answer"), ("key", "Key figures"), ("failures", "Failure cases"), ("robustness", "Robustness"),
-           ("details", "Details"), ("gates", "Gates"), ("run", "Run")]
+           ("beyond", "Beyond the test set"), ("details", "Details"), ("gates", "Gates"), ("run", "Run")]
     body.append("<nav>" + "".join(f'<a href="#{a}">{e(t)}</a>' for a, t in nav) + "</nav><main>")
     body.append(f"<h1>Stress run {e(str(run.get('id', '')))}</h1>")
     body.append(f'<p class="meta">{e(str(run.get("dataset", "")))} · profile {e(str(run.get("profile", "")))} · '
@@ -186,10 +186,33 @@ def render_html(record: dict, files: list[str]) -> str:
                 body.append(_fold(f"{m}: accuracy per corruption and severity", html_table(ct)))
     if ad[1]:
         body.append("<h3>Adversarial attacks</h3>" + html_table(ad))
+    aa = findings.table_autoattack(record)
+    if aa[1]:
+        body.append("<h3>AutoAttack (the reference)</h3><p class='meta'>torchattacks' standard AutoAttack at the "
+                    "reference budget; a large PGD - AutoAttack gap means PGD overestimated the robustness "
+                    "(gradient masking).</p>" + html_table(aa))
     if ge[1]:
         body.append("<h3>Occlusion, scale, position, flips</h3><p class='meta'>changed: the share of predictions "
                     "that differ from the unstressed prediction.</p>" + html_table(ge))
     body.append(html_figures(record, "robustness"))
+
+    oo, cf, lk = findings.table_ood(record), findings.table_conformal(record), findings.table_leakage(record)
+    if oo[1] or cf[1] or record.get("leakage"):
+        body.append('<h2 id="beyond">Beyond the test set</h2>')
+    if oo[1]:
+        body.append("<h3>Out-of-distribution inputs</h3><p class='meta'>Test images are the positives; AUROC 1 "
+                    "separates every OOD image, 0.5 none; FPR@95: the share of the OOD set above the confidence that "
+                    "keeps 95% of the test images (harness/ood.py).</p>" + html_table(oo))
+    leak = record.get("leakage") or {}
+    if leak:
+        body.append(f"<h3>Train/test leakage</h3><p class='meta'>{leak['count']} test images ({fmt(leak['share'], 'pct')}) "
+                    f"have a near-duplicate in the training split (cosine of mean-centred pixels >= {leak['threshold']}; "
+                    f"{leak['exact']} exact copies): harness/leakage.py says how the threshold was chosen.</p>"
+                    + (html_table(lk) if lk[1] else ""))
+    if cf[1]:
+        body.append("<h3>Conformal prediction sets</h3><p class='meta'>Calibrated on the validation split; the floor "
+                    "is the least coverage a sound run reaches (1 in 10,000) for this many images.</p>" + html_table(cf))
+    body.append(html_figures(record, "beyond"))
 
     body.append('<h2 id="details">Details</h2>')
     body.append("<h3>All metrics (test split)</h3>" + html_table(tables.table_metrics(record), cls="metrics"))

@@ -25,6 +25,7 @@ SUMMARY = "summary.md"
 INDEX = "index.html"
 GRADCAM = "gradcam.npz"
 FAILURE_MODES = "failure_modes.npz"
+LEAKAGE = "leakage_pairs.npz"
 JUNIT = "junit.xml"
 
 
@@ -246,3 +247,18 @@ def load_failure_modes(run_dir: Path) -> dict | None:
         models = [str(m) for m in z["models"]]
         return {m: {k: z[f"{k}_{i}"] for k in ("images", "ids", "labels", "preds", "confidences", "modes")}
                 for i, m in enumerate(models)}
+
+
+# ============================================================================ leakage pairs
+
+
+def write_leakage(run_dir: Path, pairs: Mapping) -> None:
+    atomic_savez(run_dir / LEAKAGE, **{k: np.asarray(v) for k, v in pairs.items()})
+
+
+def load_leakage(run_dir: Path) -> dict | None:
+    path = run_dir / LEAKAGE
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

@@ -48,7 +48,16 @@ def summary_markdown(record: dict) -> str:
     section("Attention before and after (paired, same images)", findings.table_attention_changes(record))
     section("Common corruptions by severity", findings.table_severity(record))
     section("Adversarial attacks", findings.table_adversarial(record))
+    section("AutoAttack (the reference)", findings.table_autoattack(record))
     section("Occlusion, scale, position, flips", findings.table_geometry(record))
+    section("Out-of-distribution inputs", findings.table_ood(record),
+            "Test images positive; AUROC and FPR at 95% TPR per score (harness/ood.py).")
+    leak = record.get("leakage") or {}
+    if leak:
+        section("Train/test leakage", findings.table_leakage(record),
+                f"{leak['count']} test images ({leak['share']:.2%}) with a near-duplicate in training "
+                f"(cosine >= {leak['threshold']}; {leak['exact']} exact copies).")
+    section("Conformal prediction sets", findings.table_conformal(record))
     figs = record.get("figures") or {}
     if figs:
         out.extend(["## Figures", ""])

@@ -20,6 +20,7 @@ SECTIONS = {
     "training": "Training",
     "selective": "Selective prediction",
     "classes": "Per-class behaviour",
+    "beyond": "Beyond the test set",
 }
 
 
@@ -36,7 +37,7 @@ def _m(record: dict, model: str, key: str):
 
 
 def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
-                failure_modes: dict | None = None) -> list[FigureSpec]:
+                failure_modes: dict | None = None, leakage: dict | None = None) -> list[FigureSpec]:
     """The figures a run gets. Each ``make`` looks its function up in ``figures`` when called."""
     specs: list[FigureSpec] = []
     models = record.get("models") or {}
@@ -129,6 +130,32 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
                 ex["images"], ex["ids"], ex["labels"], ex["preds"], ex["confidences"], [str(v) for v in ex["modes"]],
                 record_classes(record, max(len(record.get("classes") or []), 1 + int(max(ex["labels"].max(), ex["preds"].max())))),
                 m, names=record.get("sample_names")),
+        ))
+    ood_h = {m: models[m]["ood"]["histogram"]["counts"] for m in order if (models[m].get("ood") or {}).get("histogram")}
+    if ood_h:
+        edges = next(models[m]["ood"]["histogram"]["edges"] for m in ood_h)
+        specs.append(FigureSpec(
+            "ood_confidence",
+            "Maximum softmax probability of the test images (grey bars) and of each out-of-distribution set (lines): "
+            "a model aware of what it has never seen keeps the sets to the left.",
+            "beyond", lambda: figures.ood_histograms(ood_h, edges),
+        ))
+    sizes = {m: {k: v["size_histogram"] for k, v in models[m]["conformal"].items() if isinstance(v, dict)
+                 and "size_histogram" in v} for m in order if models[m].get("conformal")}
+    if sizes:
+        specs.append(FigureSpec(
+            "conformal_set_sizes",
+            "Sizes of the conformal prediction sets (calibrated on the validation split): at the same coverage, "
+            "smaller sets are more useful; a set of one class is a confident answer.",
+            "beyond", lambda: figures.set_size_histograms(sizes),
+        ))
+    if leakage is not None and len(leakage.get("test_ids", [])):
+        specs.append(FigureSpec(
+            "leakage_pairs",
+            "Test images (top) with a near-duplicate in the training split (bottom), most similar first (cosine of "
+            "the mean-centred pixels).",
+            "beyond", lambda: figures.leakage_pairs(leakage["test"], leakage["train"], leakage["test_ids"],
+                                                    leakage["train_ids"], leakage["similarity"]),
         ))
     histories = {m: models[m].get("history") or [] for m in order}
     if any(histories.values()):

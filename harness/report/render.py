@@ -41,6 +41,7 @@ from .io import (
     FAILURE_MODES,
     GRADCAM,
     INDEX,
+    LEAKAGE,
     RESULTS,
     SUMMARY,
     ModelData,
@@ -49,12 +50,14 @@ from .io import (
     list_files,
     load_failure_modes,
     load_gradcam,
+    load_leakage,
     load_predictions,
     load_results,
     now,
     stems,
     write_failure_modes,
     write_gradcam,
+    write_leakage,
     write_predictions,
     write_predictions_csv,
 )
@@ -109,6 +112,11 @@ def render_all(record: dict, run_dir: str | Path, *, problems: list[str] | None 
     except Exception as exc:  # noqa: BLE001
         failure_modes = None
         problems.append(f"{FAILURE_MODES}: {type(exc).__name__}: {exc}")
+    try:
+        leakage = load_leakage(run_dir)
+    except Exception as exc:  # noqa: BLE001
+        leakage = None
+        problems.append(f"{LEAKAGE}: {type(exc).__name__}: {exc}")
     record["cases"] = []
     if gradcam is not None:
         try:
@@ -117,7 +125,7 @@ def render_all(record: dict, run_dir: str | Path, *, problems: list[str] | None 
             problems.append(f"case folders: {type(exc).__name__}: {exc}")
     record["figures"] = {}
     try:
-        plan = figure_plan(record, data, gradcam, failure_modes)
+        plan = figure_plan(record, data, gradcam, failure_modes, leakage)
     except Exception as exc:  # noqa: BLE001
         plan = []
         problems.append(f"figure plan: {type(exc).__name__}: {exc}")
@@ -155,7 +163,7 @@ def write_run(record: dict, run_dir: str | Path, arrays: Mapping | None = None) 
     arrays = arrays or {}
     classes = list(record.get("classes") or [])
     problems: list[str] = []
-    names = [n for n in arrays if n not in ("gradcam", "failure_modes")]
+    names = [n for n in arrays if n not in ("gradcam", "failure_modes", "leakage")]
     stem = stems(list(dict.fromkeys([*models, *names])))
     for name in names:
         try:
@@ -165,7 +173,8 @@ def write_run(record: dict, run_dir: str | Path, arrays: Mapping | None = None) 
             entry["predictions_csv"] = csv_rel
         except Exception as exc:  # noqa: BLE001 - the report goes on without this model's predictions
             problems.append(f"predictions of {name!r}: {type(exc).__name__}: {exc}")
-    for key, name, write in (("gradcam", GRADCAM, write_gradcam), ("failure_modes", FAILURE_MODES, write_failure_modes)):
+    for key, name, write in (("gradcam", GRADCAM, write_gradcam), ("failure_modes", FAILURE_MODES, write_failure_modes),
+                             ("leakage", LEAKAGE, write_leakage)):
         if arrays.get(key):
             try:
                 write(run_dir, arrays[key])

@@ -106,9 +106,10 @@ class GateBook:
             if gate.metric in checked:  # both sides of a metric are checked together
                 continue
             checked.add(gate.metric)
-            if metrics.get(gate.metric).per == "class":
-                for i, name in enumerate(self.run.data.classes):
-                    self.check_absolute(test, model, gate.metric, i, name)
+            per = metrics.get(gate.metric).per
+            if per is not None:
+                for label in self.plan.labels_of(per):
+                    self.check_absolute(test, model, gate.metric, self.plan.label_index(per, label), label)
             else:
                 self.check_absolute(test, model, gate.metric)
         return self.records[start:]

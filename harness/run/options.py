@@ -37,5 +37,11 @@ class Options:
     seeds: int = 1  # each recipe trained with this many seeds (recipe.seed, +1, ...)
     seed: int | None = None  # the base seed of every recipe (None: each recipe's own, 42)
     candidate_weights: dict[str, Path] = field(default_factory=dict)  # candidate name -> a trained state dict
+    ood: str | None = None  # --ood: an out-of-distribution set of one's own (a folder or a .npz)
+    conformal_alpha: float = 0.1  # --conformal-alpha: prediction sets for 1 - alpha of the test images
+    autoattack: int | None = None  # --autoattack N: AutoAttack on N images (None: the profile's: full 1,000, smoke 0)
+    executor: str = "local"  # where models are trained and measured: local (this process) or ray
+    ray_address: str | None = None  # --ray-address (None: start or join a local Ray instance)
+    ray_gpus_per_model: float | None = None  # a GPU fraction per Ray task on a CUDA cluster
     use_cache: bool = True  # False: train even if cached, and do not write the model cache
     download: bool = True  # a missing built-in dataset may be downloaded (when online)

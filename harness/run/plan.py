@@ -205,8 +205,25 @@ class Plan:
             o, p = self.options, cards.profile(self.options.profile)
             self._settings = Settings(profile=o.profile, stress_samples=p.stress_samples, cam_samples=p.cam_samples,
                                       cam_method=o.cam_method, cam_layer=o.cam_layer,
-                                      published=data.cifar_c(self.data, o.data_root))
+                                      published=data.cifar_c(self.data, o.data_root), ood_images=p.ood_images,
+                                      ood_path=o.ood, data_root=o.data_root, conformal_alpha=o.conformal_alpha,
+                                      autoattack_images=p.autoattack_images if o.autoattack is None else o.autoattack)
         return self._settings
+
+    def labels_of(self, per: str) -> list[str]:
+        """The labels a per-label metric takes one value for: the classes, or the OOD sets."""
+        if per == "class":
+            return list(self.data.classes)
+        if per == "ood_set":
+            from ..measure import ood_names
+
+            return ood_names(self.data, self.settings)
+        raise ValueError(f"unknown per-label kind {per!r}")
+
+    def label_index(self, per: str, label: str):
+        """What a per-label metric's function is given for ``label``: a class's index, an OOD
+        set's name."""
+        return self.data.classes.index(label) if per == "class" else label
 
     # ------------------------------------------------------------------ models
     @property
