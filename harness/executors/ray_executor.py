@@ -33,6 +33,15 @@ from pathlib import Path
 REMOTE_KINDS = ("robustness", "adversarial", "attention", "ood", "conformal_shift", "taxonomy")
 
 
+def kinds_for(families: set[str]) -> tuple[str, ...]:
+    """The remote kinds that tests of these families (pytest markers) need, and the failure
+    taxonomy, which every report shows."""
+    from .. import metrics
+
+    needed = {"taxonomy"} | {k for m in metrics.REGISTRY.values() if m.family in families for k in m.needs}
+    return tuple(k for k in REMOTE_KINDS if k in needed)
+
+
 class RayUnavailable(ValueError):
     pass
 
@@ -47,6 +56,8 @@ def connect(address: str | None):
     if ray.is_initialized():
         return ray
     kwargs = {"log_to_driver": False, "include_dashboard": False, "configure_logging": False}
+    if address and address not in ("auto", "local") and not address.startswith("ray://"):
+        _probe(address)  # ray.init waits minutes on an address where nothing listens
     try:
         if address:
             ray.init(address=address, **kwargs)
@@ -57,6 +68,20 @@ def connect(address: str | None):
                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); start one with `ray start --head` "
                              "or give the head's address (host:6379)") from exc
     return ray
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise RayUnavailable(f"--ray-address {address}: give the head's host:port (e.g. 10.0.0.5:6379), 'auto' for "
+                             "the cluster this machine belongs to, or ray://host:10001")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RayUnavailable(f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); start "
+                             "one with `ray start --head` or give the head's address (host:6379)") from exc
 
 
 @dataclass
