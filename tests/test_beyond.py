@@ -91,7 +91,7 @@ def test_coverage_floor_is_the_tail_of_simulated_sound_runs():
     floor = conformal.coverage_floor(n_cal, n_test, alpha, tail)
     runs = 20_000
     below = 0
-    for chunk in range(20):
+    for _ in range(20):
         cal = rng.random((runs // 20, n_cal))
         test = rng.random((runs // 20, n_test))
         k = int(np.ceil((n_cal + 1) * (1 - alpha)))
