@@ -14,7 +14,19 @@ from sklearn import metrics as skm
 from torch import nn
 
 from harness import conformal, leakage, metrics, ood
+from harness.gates import Gate, check
 from harness.metrics import Samples
+
+POLICY = "gates.toml [default.smoke.default]"
+
+
+def fails_with(metric: str, kind: str, bound: float, value: float, message: str) -> None:
+    """The gate ``<metric>_<kind> = bound`` fails on ``value`` with ``message`` (a regex)."""
+    import re
+
+    out = check(Gate(metric, kind, bound, POLICY), value)
+    assert out.status == "failed", out
+    assert re.fullmatch(message, out.message), out.message
 
 FAST = settings(max_examples=40, deadline=None, database=None)
 
@@ -120,6 +132,10 @@ def test_coverage_margin_fails_when_validation_and_test_are_not_exchangeable():
     shifted_p = np.r_[p[:2000], sharp / sharp.sum(1, keepdims=True)]
     shifted = _conformal_evidence(shifted_p, y, np.arange(2000), np.arange(2000, 4000))
     assert metrics.lac_coverage_margin(shifted) < 0 and metrics.aps_coverage_margin(shifted) < 0
+    fails_with("lac_coverage_margin", "min", 0.0, metrics.lac_coverage_margin(shifted),
+               r"lac_coverage_margin=-0\.\d+ < min 0 \(gates\.toml \[default\.smoke\.default\]\)")
+    fails_with("aps_coverage_margin", "min", 0.0, metrics.aps_coverage_margin(shifted),
+               r"aps_coverage_margin=-0\.\d+ < min 0 \(gates\.toml \[default\.smoke\.default\]\)")
     sound = _conformal_evidence(p, y, np.arange(2000), np.arange(2000, 4000))
     assert metrics.lac_coverage_margin(sound) > 0 and metrics.aps_coverage_margin(sound) > 0
     assert 0.85 < metrics.lac_coverage(sound) < 0.95
@@ -176,6 +192,10 @@ def test_an_overconfident_model_has_worse_brier_and_adaptive_ece():
     a, b = Samples.from_probs(p, y), Samples.from_probs(sharp, y)
     assert metrics.brier(b) > metrics.brier(a) + 0.05
     assert metrics.adaptive_ece(b) > metrics.adaptive_ece(a) + 0.1
+    # gates at the calibrated model's value plus its own noise: the sharpened copy fails them
+    fails_with("brier", "max", round(metrics.brier(a) + 0.02, 3), metrics.brier(b), r"brier=0\.\d+ > max 0\.\d+ .*")
+    fails_with("adaptive_ece", "max", round(metrics.adaptive_ece(a) + 0.02, 3), metrics.adaptive_ece(b),
+               r"adaptive_ece=0\.\d+ > max 0\.\d+ .*")
 
 
 # ------------------------------------------------------------------ OOD detection
@@ -207,6 +227,9 @@ def test_ood_metrics_fail_for_a_model_confident_on_everything():
     assert metrics.ood_auroc(good, "uniform") > 0.95 and metrics.ood_confident_share(good, "uniform") == 0
     assert metrics.ood_auroc(bad, "uniform") < 0.6 and metrics.ood_confident_share(bad, "uniform") > 0.9
     assert metrics.ood_fpr95(bad, "uniform") > 0.9
+    fails_with("ood_auroc", "min", 0.6, metrics.ood_auroc(bad, "uniform"), r"ood_auroc=0(\.[0-5]\d*)? < min 0\.6 .*")
+    fails_with("ood_confident_share", "max", 0.5, metrics.ood_confident_share(bad, "uniform"),
+               r"ood_confident_share=0\.9\d* > max 0\.5 .*")
     with pytest.raises(metrics.NotApplicable, match="'digits' was not measured"):
         metrics.ood_auroc(good, "digits")
 
@@ -236,6 +259,7 @@ def test_planted_near_duplicates_are_found_and_nothing_else():
     s = Samples.from_probs(np.eye(3)[np.r_[np.zeros(11, int), np.ones(89, int)]], np.zeros(100, int))
     assert metrics.leakage_share(found) == pytest.approx(0.11)
     assert metrics.leaked_accuracy_gap(s, found) == pytest.approx(1.0)  # right on the copies, wrong elsewhere
+    fails_with("leakage_share", "max", 0.01, metrics.leakage_share(found), r"leakage_share=0\.11 > max 0\.01 .*")
 
 
 # ------------------------------------------------------------------ AutoAttack
@@ -289,3 +313,4 @@ def test_autoattack_breaks_a_model_that_masks_its_gradients_where_pgd_cannot():
     assert aa_acc < pgd_acc - 0.3, (pgd_acc, aa_acc)  # Square (or FAB) finds what PGD cannot
     assert set(np.unique(broken)) <= {-2, -1, 0, 1, 2, 3}
     assert ((broken >= 0) == ((masked(adv).argmax(1) != y) & right).numpy()).all()
+    fails_with("pgd_autoattack_gap", "max", 0.10, pgd_acc - aa_acc, r"pgd_autoattack_gap=0\.\d+ > max 0\.1 .*")

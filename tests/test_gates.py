@@ -290,3 +290,54 @@ def test_any_document_gives_a_valid_configuration_or_a_gate_file_error(doc):
         for gate in [*g.absolute(ds, profile, model).values(), *g.relative(ds, profile, model).values()]:
             assert gate.metric in metrics.REGISTRY
             assert isinstance(gate.bound, str) or math.isfinite(gate.bound)
+
+
+# ------------------------------------------------------------------ the shipped bounds and their evidence
+
+
+def _shipped_tables():
+    from harness.gates import Gates
+
+    g = Gates.load(ROOT / "gates.toml")
+    return g, g._tables
+
+
+def test_every_calibrated_bound_recomputes_from_its_evidence_by_the_stated_rule():
+    """Each bound in gates/*.toml is the rule applied to the values stored beside it (or the
+    inherited policy bound, where every calibration run fails it): nobody edited a number."""
+    from harness.calibrate import Rule
+
+    g, tables = _shipped_tables()
+    rule, checked = Rule(), 0
+    for (ds, profile, model), t in tables.items():
+        for gate in t.absolute.values():
+            if not gate.evidence:
+                continue
+            per = gate.evidence if gate.per_label else {None: gate.evidence}
+            bounds = gate.bound if gate.per_label else {None: gate.bound}
+            for label, ev in per.items():
+                if ev is None:
+                    continue
+                side = gate.kind
+                if "policy_bound" in ev:
+                    expected = ev["policy_bound"]["bound"]
+                else:
+                    expected, _ = rule.bound(ev["values"], side, ev["seeds"], ev["quantum"])
+                assert bounds[label] == expected, (ds, profile, model, gate.key, label, bounds[label], expected)
+                checked += 1
+    assert checked >= 100  # the Fashion-MNIST smoke tables are calibrated
+
+
+def test_every_fashion_mnist_smoke_bound_is_measured_spread_or_stated_policy():
+    """No smoke bound of the main job is a number from one run: each either has its calibration
+    evidence or sits in a table that says why it is policy (what any model must show)."""
+    g, tables = _shipped_tables()
+    bare = []
+    for (ds, profile, model), t in tables.items():
+        if ds not in ("fashion-mnist", "default") or not profile.startswith("smoke") or t.policy:
+            continue
+        for gate in t.absolute.values():
+            evs = gate.evidence.values() if gate.per_label and gate.evidence else [gate.evidence]
+            if not gate.evidence or any(e is None for e in evs):
+                bare.append(f"[{ds}.{profile}.{model}] {gate.key}")
+    assert not bare, f"bounds with neither evidence nor a policy: {bare}"
