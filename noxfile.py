@@ -33,13 +33,12 @@ EFFECT_SEEDS = "5"
 # AutoAttack images for the sessions whose documented effect is judged on it: 100 images take
 # about 2 (undefended) to 5 (adversarially trained) minutes per model on 2 CPU cores.
 AUTOATTACK = {"fgsm-training": "100"}
-# The shipped calibrated tables (gates/*.toml) and how each was made (`nox -s calibrate`).
+# The shipped calibrated tables (gates/*.toml) and how each was made (`nox -s calibrate`); the
+# other improvements are not calibrated yet (gates.toml says what they get meanwhile).
 CALIBRATIONS = {
-    "gates/fashion-mnist.smoke.toml": ["--seeds", "10", "--candidate", "augment"],
-    "gates/fashion-mnist.smoke-improvements.toml": ["--seeds", "5", *[a for c in ("label-smoothing", "cutmix",
-        "cutmix-only", "mixup", "color-jitter", "temperature-scaling", "fgsm-training") for a in ("--candidate", c)]],
-    "gates/fashion-mnist.smoke-imbalance.toml": ["--seeds", "5", "--imbalance", "0.1", "--candidate", "class-weights",
-                                                  "--candidate", "focal-loss"],
+    "gates/fashion-mnist.smoke.toml": ["--seeds", "10", "--threads", "1,2", "--candidate", "augment"],
+    "gates/fashion-mnist.smoke-improvements.toml": ["--seeds", "5", "--threads", "1", "--skip-baseline",
+                                                    "--candidate", "label-smoothing", "--candidate", "cutmix"],
 }
 
 
@@ -85,14 +84,14 @@ for _dataset in BASELINES:
 
 @nox.session(venv_backend="none", default=False)
 def calibrate(session):
-    """Regenerate the shipped calibrated gates tables (gates/*.toml): every seed at 1 and 2 CPU
-    threads, every gated metric, bounds by the stated rule with their evidence. Hours on 2 CPU
-    cores (the models are cached: a rerun after a measuring-code change only measures)."""
+    """Regenerate the shipped calibrated gates tables (gates/*.toml): every seed at each CPU
+    thread count, every gated metric, bounds by the stated rule with their evidence. Hours on 2
+    CPU cores (models and evidence are cached: a rerun after a metric change takes minutes)."""
     for out, args in CALIBRATIONS.items():
         if session.posargs and out not in session.posargs:
             continue
         session.run("python", "-m", "harness", "calibrate", "--dataset", "fashion-mnist", "--profile", "smoke",
-                    "--threads", "1,2", *args, "--out", out)
+                    *args, "--out", out)
 
 
 @nox.session(venv_backend="none", default=False)

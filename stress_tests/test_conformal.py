@@ -8,16 +8,16 @@ import pytest
 pytestmark = pytest.mark.conformal
 
 
-@pytest.mark.parametrize("method", ["lac", "aps"])
-def test_coverage(gate, method):
+@pytest.mark.parametrize("metric", ["lac_coverage_margin", "aps_coverage_margin"])
+def test_coverage(gate, metric):
     """Coverage minus the least a sound run reaches for this many validation and test images at
     this alpha (a beta-binomial floor, 1 in 10,000): a negative margin is a broken guarantee."""
-    gate(f"{method}_coverage_margin")
+    gate(metric)
 
 
-@pytest.mark.parametrize("method", ["lac", "aps"])
-def test_set_size(gate, method):
-    gate(f"{method}_set_size")
+@pytest.mark.parametrize("metric", ["lac_set_size", "aps_set_size"])
+def test_set_size(gate, metric):
+    gate(metric)
 
 
 def test_worst_class_coverage(gate):

@@ -93,8 +93,8 @@ def lac_coverage(ev: Mapping) -> float:
     return float(np.mean(_conf(ev, "lac")["covered"]))
 
 
-@_conformal("lac_coverage_margin", "LAC coverage minus the least a sound run reaches (1 in 10,000) for this many "
-            "validation and test images at this alpha (conformal.coverage_floor): below 0, the guarantee failed",
+@_conformal("lac_coverage_margin", "LAC coverage minus the least a sound run reaches (1 in 10,000; "
+            "conformal.coverage_floor): below 0, the guarantee failed",
             HIGHER, "share", range_=(-1.0, 1.0))
 def lac_coverage_margin(ev: Mapping) -> float:
     return _margin(ev, "lac")
@@ -134,8 +134,8 @@ def conformal_worst_class_coverage(ev: Mapping) -> float:
     return float(min(per))
 
 
-@_conformal("conformal_shift_coverage", "LAC coverage under the common corruptions at severity 3, mean over kinds "
-            "(a guarantee that holds only without shift is a finding)", HIGHER, needs=("conformal_shift",))
+@_conformal("conformal_shift_coverage", "LAC coverage under the common corruptions at severity 3, mean over "
+            "corruption kinds", HIGHER, needs=("conformal_shift",))
 def conformal_shift_coverage(ev: Mapping) -> float:
     if not ev:
         raise NotApplicable("no corruption was run for this model")

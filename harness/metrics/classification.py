@@ -196,8 +196,8 @@ def calibration_gap(s: Samples) -> float:
     return float(s.conf.mean() - s.hit.mean())
 
 
-@register("brier", "calibration", "Brier score: mean over images of the squared distance between the probability "
-          "vector and the one-hot label (0 perfect, 2 worst)", LOWER, "score", range_=(0.0, 2.0))
+@register("brier", "calibration", "Brier score: mean squared distance between the probability vector and the "
+          "one-hot label (0 perfect, 2 worst)", LOWER, "score", range_=(0.0, 2.0))
 def brier(s: Samples) -> float:
     if s.brier is None:
         raise NotApplicable("these outcomes were stored without per-image Brier scores")
@@ -215,15 +215,15 @@ def equal_mass_bins(conf: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
 
 
 @register("adaptive_ece", "calibration", "ECE over 15 equal-mass bins (each holds about as many images): less "
-          "sensitive to where the bin edges fall than the equal-width ECE", LOWER, "probability")
+          "sensitive to where bin edges fall", LOWER, "probability")
 def adaptive_ece(s: Samples) -> float:
     idx = equal_mass_bins(s.conf)
     gap = np.bincount(idx, weights=s.conf - s.hit, minlength=ECE_BINS)
     return float(np.abs(gap).sum() / len(s))
 
 
-@register("classwise_ece", "calibration", "classwise ECE: every class's probability (not only the top one) against "
-          "whether the image is of that class, 15 equal-width bins, mean over classes", LOWER, "probability",
+@register("classwise_ece", "calibration", "classwise ECE: every class's probability against whether the image is of "
+          "that class, 15 bins, mean over classes", LOWER, "probability",
           gated=False)
 def classwise_ece(s: Samples) -> float:
     if s.probs is None:

@@ -219,14 +219,14 @@ def pgd_confident_error_rate(ev: Mapping) -> float:
     return confident_errors_at(s, 0.9) / len(s)
 
 
-@_robust("autoattack_accuracy", "accuracy under AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square) at the "
-         "reference budget (L-inf), the RobustBench reference", needs=("autoattack",), paired=False)
+@_robust("autoattack_accuracy", "accuracy under AutoAttack (APGD-CE, APGD-T, FAB-T, Square) at the reference "
+         "budget (L-inf)", needs=("autoattack",))
 def autoattack_accuracy(ev: Mapping) -> float:
     return accuracy(ev["autoattack"])
 
 
 @_robust("pgd_autoattack_gap", "PGD-10 accuracy minus AutoAttack accuracy on the same images: a large gap flags "
-         "gradient masking (PGD overestimates the robustness)", LOWER, needs=("adversarial", "autoattack"),
+         "gradient masking", LOWER, needs=("adversarial", "autoattack"),
          paired=False, range_=(-1.0, 1.0))
 def pgd_autoattack_gap(adv: Mapping, aa: Mapping) -> float:
     pgd = _condition(adv, "pgd")

@@ -105,17 +105,19 @@ def _check_labels(scores: np.ndarray, labels) -> np.ndarray:
 
 
 def take(evidence, idx):
-    """A resample of evidence on the same images: a Samples (or anything with ``take``) or a
-    dict of them."""
+    """A resample of evidence on the same images: a Samples (or anything with ``take``), a
+    per-image array, or a dict of them."""
     if hasattr(evidence, "take"):
         return evidence.take(idx)
+    if isinstance(evidence, np.ndarray):
+        return evidence[idx]
     if isinstance(evidence, Mapping):
         return {k: take(v, idx) for k, v in evidence.items()}
     raise TypeError(f"cannot resample {type(evidence).__name__}")
 
 
 def evidence_size(evidence) -> int:
-    if hasattr(evidence, "take"):
+    if hasattr(evidence, "take") or isinstance(evidence, np.ndarray):
         return len(evidence)
     sizes = {evidence_size(v) for v in evidence.values()}
     if len(sizes) != 1:
