@@ -227,7 +227,8 @@ def test_a_run_with_no_table_for_a_model_is_refused(tmp_path):
 def test_committed_gates_file_is_valid_and_every_seed_improvement_has_a_comparison():
     g = Gates.load(ROOT / "gates.toml")
     base = g.absolute("fashion-mnist", "smoke", "baseline")
-    assert base["accuracy_min"].bound >= 0.84  # the smoke baseline reaches 85.6-87.1% (seeds 42-45)
+    acc = base["accuracy_min"]  # calibrated: every calibration run passes it, a half-trained model does not
+    assert acc.evidence and acc.evidence["min"] > acc.bound > 0.8
     for ds, profile, model in [("cifar100", "full", "cutmix"), ("fashion-mnist", "full", "augment")]:
         assert g.relative(ds, profile, model), f"no relative gates for {ds}/{profile}/{model}"
     for ds in recipes.BASELINES:

@@ -110,7 +110,8 @@ def derive(results: list[dict], rule: Rule, policy_for) -> dict[str, Derived]:
 def derive_effects(results: list[dict], model: str, effect, baseline: str = "baseline") -> tuple[dict, dict, dict]:
     """(gates, evidence, expected failures) of a candidate's documented effect: per-run paired
     changes; the per-seed change (mean over thread counts) decides, as a session with that
-    many seeds would; expected to fail when every calibrated seed's change fails it."""
+    many seeds would; expected to fail when every calibrated seed's change fails it, or when
+    the interval across all calibration seeds (more than a session trains) does not hold."""
     from .. import compare
 
     gates, evidence, expected = {}, {}, {}
@@ -132,9 +133,13 @@ def derive_effects(results: list[dict], model: str, effect, baseline: str = "bas
                             "values": [float(x) for x in deltas], "per_seed": per_seed, "seed_ci": ci,
                             "held_across_seeds": bool(held),
                             "better_share": compare.better_share(per_seed, direction)}
+        shown = ", ".join(f"{x:+.4g}" for x in per_seed)
+        want = "an improvement" if expect == "improves" else f"within the margin {margin:g} of no change"
         if all(fails_each):
-            shown = ", ".join(f"{x:+.4g}" for x in per_seed)
-            want = "an improvement" if expect == "improves" else f"within the margin {margin:g} of no change"
             expected[key] = (f"the change is not {want} on any of {len(seeds)} calibration seeds (per-seed changes, "
                              f"mean over thread counts: {shown})")
+        elif not held:
+            # more seeds than any session trains, and still no effect: a session cannot be expected to show one
+            expected[key] = (f"across {len(seeds)} calibration seeds the change is not {want}: interval across seeds "
+                             f"[{ci[0]:+.4g}, {ci[1]:+.4g}] (per-seed changes, mean over thread counts: {shown})")
     return gates, evidence, expected
