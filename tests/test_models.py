@@ -215,3 +215,38 @@ def test_weights_that_do_not_fit_name_the_first_mismatch(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot be read as a weights-only state dict"):
         models.load_weights("small-cnn", Data(), tmp_path / "junk.pt")
+
+
+def test_timm_models_by_name_train_from_scratch_and_take_their_own_state_dicts(tmp_path):
+    """--arch timm:<name>: any timm model, pretrained=False, built for the data's classes and
+    channels (16x16 grey images here); a timm state dict loads as --weights; a name timm does
+    not know is refused before training, with close names."""
+    timm = pytest.importorskip("timm")
+    import numpy as np
+
+    from harness import timm_zoo
+    from harness.run import Options, Plan
+
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, x_train=rng.integers(0, 255, (12, 16, 16), dtype=np.uint8), y_train=np.arange(12) % 3,
+             x_test=rng.integers(0, 255, (6, 16, 16), dtype=np.uint8), y_test=np.arange(6) % 3)
+    ref = timm.create_model("resnet18", pretrained=False, num_classes=3, in_chans=1)
+    torch.save(ref.state_dict(), tmp_path / "timm_resnet18.pt")
+
+    def opts(**kw):
+        return Options(dataset=str(npz), profile="smoke", device="cpu", data_root=None, gates_path=None,
+                       report_root=None, candidates=None, recipe_files=[], cache_dir=tmp_path / "cache", **kw)
+
+    plan = Plan(opts(arch="timm:resnet18", weights=tmp_path / "timm_resnet18.pt"), gates=None)
+    plan.validate()  # builds it, loads the state dict, runs one batch: logits of width 3
+    arch = plan.recipes["baseline"].arch
+    assert arch == "python:harness.timm_zoo:resnet18" and models.arch_fingerprint(arch)
+    net = models.build(arch, "tiny", 3, 1, (1, 16, 16)).eval()
+    assert type(net).__module__.startswith("timm.") and net(torch.rand(2, 1, 16, 16)).shape == (2, 3)
+    net.load_state_dict(torch.load(tmp_path / "timm_resnet18.pt", weights_only=True))  # the same keys
+    with pytest.raises(ValueError, match=r"--arch timm:resnet181: timm has no model 'resnet181'"):
+        timm_zoo.route("timm:resnet181")
+    with pytest.raises(ValueError, match=r"timm has no model 'resnet181'"):
+        Plan(opts(arch="timm:resnet181"), gates=None).validate()
+    assert not (tmp_path / "cache").exists()  # nothing trained

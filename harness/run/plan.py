@@ -97,7 +97,12 @@ class Plan:
     def _plan_recipes(self, builtin: bool, shape) -> None:
         """Baseline, candidates, recipe files, the base seed, checkpoints, imbalance, seeds."""
         o, name = self.options, self.dataset_name
-        arch = models_mod.resolve_arch(o.arch) if o.arch else None
+        arch = o.arch
+        if arch and arch.startswith("timm:"):
+            from .. import timm_zoo
+
+            arch = timm_zoo.route(arch)
+        arch = models_mod.resolve_arch(arch) if arch else None
         base = recipes.baseline_for(name, shape, arch) if (not builtin or arch) else None
         self.recipes["baseline"] = recipes.get(name, "baseline", o.profile, base)
         for cand in self.candidates_asked(builtin):
