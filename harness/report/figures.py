@@ -97,7 +97,8 @@ def training_curves(histories: Mapping[str, Sequence[Mapping]], best_epochs: Map
 def reliability_diagram(model: str, s: Samples, ece: float | None = None, ece_over: float | None = None,
                         ece_under: float | None = None) -> Figure:
     """Accuracy vs confidence in the 15 bins of metrics.ece, with the gap and bin counts;
-    bars below the diagonal are overconfident, above it underconfident."""
+    bars below the diagonal are overconfident, above it underconfident; the line is the
+    equal-mass view (the 15 bins of metrics.adaptive_ece)."""
     rel = metrics.reliability(s)
     edges, count = rel["edges"], rel["count"]
     centres = (edges[:-1] + edges[1:]) / 2
@@ -114,11 +115,23 @@ def reliability_diagram(model: str, s: Samples, ece: float | None = None, ece_ov
     ax.bar(c, g, bottom=b, width=width * 0.95, fill=False, hatch="///", edgecolor=REGRESSED, lw=0.8, zorder=3,
            label="gap to mean confidence")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    # the equal-mass view (adaptive ECE's 15 bins, each about as many images): where the
+    # images are, the curve is dense; a gap there is what adaptive_ece weighs
+    from ..metrics.classification import ECE_BINS, equal_mass_bins
+
+    idx = equal_mass_bins(s.conf)
+    n_eq = np.bincount(idx, minlength=ECE_BINS)
+    seen = n_eq > 0
+    eq_conf = np.bincount(idx, weights=s.conf, minlength=ECE_BINS)[seen] / n_eq[seen]
+    eq_acc = np.bincount(idx, weights=s.hit.astype(float), minlength=ECE_BINS)[seen] / n_eq[seen]
+    adaptive = float(np.abs(eq_conf - eq_acc) @ n_eq[seen] / len(s))
+    ax.plot(eq_conf, eq_acc, "o-", color="#ff7f0e", ms=4, lw=1.2, zorder=4,
+            label=f"equal-mass bins (adaptive ECE {adaptive:.4f})")
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
     parts = [f"ECE {ece:.4f}" if ece is not None else "",
              f"over {ece_over:.4f}" if ece_over is not None else "", f"under {ece_under:.4f}" if ece_under is not None else ""]
     ax.set_title(f"Reliability: {model} ({len(s)} test images, 15 bins)\n{'   '.join(p for p in parts if p)}")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     _pct_axis(ax)
     axc.bar(centres, count, width=width * 0.95, color="#7f7f7f")
