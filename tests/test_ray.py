@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import test_xdist
 from planted import write_idx_world
 
 pytest.importorskip("ray")
@@ -24,29 +25,9 @@ pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["pytester"]
 
-# Counts trainings in the driver (Ray workers do not load this conftest).
-CONFTEST = '''
-import os
-pytest_plugins = ["fixtures.plugin"]
-from harness import train
-
-_fit = train.Trainer.fit
-
-
-def _counted(self):
-    with open(os.environ["TRAININGS"], "a") as f:
-        f.write(self.recipe.name + "\\n")
-    return _fit(self)
-
-
-train.Trainer.fit = _counted
-'''
-
-TINY = '''
-[fashion-mnist.smoke.default]
-accuracy_min = 0.3
-ece_over_max = 0.5
-'''
+# The counting conftest and the tiny bounds of the xdist tests: Ray workers do not load the
+# conftest, so it counts the trainings of the driver only.
+CONFTEST, TINY = test_xdist.CONFTEST, test_xdist.TINY
 
 
 def _free_port() -> int:
