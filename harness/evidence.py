@@ -39,8 +39,10 @@ KIND_CODE = {
     "taxonomy": ("taxonomy.py", "explain", "perturb.py", "stress.py", "filters.py"),
     "ood": ("ood.py",),
     "leakage": ("leakage.py",),
-    "conformal_shift": ("conformal.py", "stress.py", "corruptions", "filters.py"),
+    "conformal_shift": ("conformal.py", "stress.py", "corruptions", "filters.py", "perturb.py"),
     "autoattack": ("autoattack.py",),
+    "comparison": ("compare.py", "metrics"),  # paired bootstraps of two models (the run caches them)
+    "paired_change": ("compare.py", "metrics"),
 }
 
 
@@ -64,7 +66,7 @@ def pack(obj, prefix: str = "") -> tuple[dict[str, np.ndarray], object]:
 
     arrays: dict[str, np.ndarray] = {}
     if isinstance(obj, Samples):
-        for name in Samples.__slots__:
+        for name in Samples.FIELDS:
             v = getattr(obj, name)
             if name == "num_classes" or v is None:
                 continue

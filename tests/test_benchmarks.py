@@ -140,3 +140,29 @@ def test_attention_metrics_for_256_images(benchmark):
     model = models.build("small-cnn", "fashion-mnist", 10).eval()
     out = benchmark.pedantic(lambda: explain.attention_summary(model, x), rounds=1, iterations=1)
     assert out["maps"].shape == (256, 28, 28) and len(out["gini"]) == 256
+
+
+@pytest.mark.parametrize("figures", ["drawn", "from cache"])
+def test_report_writing(benchmark, full_size, figures, tmp_path):
+    """Every report file of a two-model run on 10,000 test images (the smoke profile's test
+    split): every figure drawn, or every figure copied from the figure cache (a rerun whose
+    models and evidence are cached)."""
+    import copy
+    import itertools
+
+    from test_report import make_run
+
+    from harness import report
+
+    record, arrays = make_run(n=10_000 if full_size else 500, seed=3)
+    cache = tmp_path / "figures"
+    if figures == "from cache":
+        report.write_run(copy.deepcopy(record), tmp_path / "warm", arrays, figure_cache=cache)
+    runs = itertools.count()
+
+    def write():
+        return report.write_run(copy.deepcopy(record), tmp_path / f"run{next(runs)}", arrays,
+                                figure_cache=cache if figures == "from cache" else None)
+
+    out = benchmark.pedantic(write, rounds=1 if not full_size else 3, iterations=1)
+    assert all(f["ok"] and f["cached"] == (figures == "from cache") for f in out["figures"].values())

@@ -496,3 +496,20 @@ def test_attention_metrics_skip_degenerate_maps_and_do_not_apply_without_images(
     for name in ("cam_gini", "cam_degenerate_share", "cam_deletion_gap", "cam_confidence_change"):
         with pytest.raises(NotApplicable, match="no images to explain"):
             metrics.measure(name, lambda kind: empty)
+
+
+@FAST
+@given(problems, st.integers(0, 2**32 - 1))
+def test_a_resample_of_a_resample_takes_the_same_rows_of_every_field(problem, seed):
+    """``take`` copies the probabilities only when they are read; a resample of a resample (and
+    a boolean mask) still holds exactly the rows an eager copy would."""
+    probs, labels = problem
+    rng = np.random.default_rng(seed)
+    s = Samples.from_probs(probs, labels, keep_probs=True)
+    i1 = rng.integers(0, len(labels), len(labels))
+    mask = rng.random(len(labels)) < 0.5
+    twice = s.take(i1).take(mask)
+    rows = i1[mask]
+    assert np.array_equal(twice.probs, probs[rows]) and np.array_equal(twice.labels, labels[rows])
+    assert np.array_equal(twice.conf, s.conf[rows]) and np.array_equal(twice.rank, s.rank[rows])
+    assert Samples.from_probs(probs, labels).take(i1).probs is None

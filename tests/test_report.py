@@ -292,12 +292,42 @@ def test_index_html_opens_with_the_answer_and_folds_the_passed_gates(run):
     assert "fig-failed" not in page.split("</style>")[1]
 
 
-def test_figures_are_fast_enough_for_10k_samples(tmp_path):
-    record, arrays = make_run(n=10_000, seed=3)
-    out = report.write_run(record, tmp_path / "run", arrays)
-    total = sum(f["seconds"] for f in out["figures"].values())
-    assert all(f["ok"] for f in out["figures"].values())
-    assert total < 20, {n: f["seconds"] for n, f in out["figures"].items()}
+def test_figure_cache_draws_each_figure_once_and_again_when_its_data_change(tmp_path):
+    """A rerun copies every figure from the cache, byte for byte; a figure whose data changed
+    (one model's predictions) is drawn again, the others are still copied."""
+    record, arrays = make_run(n=2_000, seed=3)
+    cache = tmp_path / "figures"
+    first = report.write_run(copy.deepcopy(record), tmp_path / "a", arrays, figure_cache=cache)
+    assert all(f["ok"] and not f["cached"] for f in first["figures"].values())
+    assert first["time_spent"]["report"]["cached"] == 0
+    again = report.write_run(copy.deepcopy(record), tmp_path / "b", arrays, figure_cache=cache)
+    assert all(f["cached"] for f in again["figures"].values())
+    assert again["time_spent"]["report"]["cached"] == again["time_spent"]["report"]["models"] == len(again["figures"])
+    for f in again["figures"].values():
+        assert (tmp_path / "b" / f["path"]).read_bytes() == (tmp_path / "a" / f["path"]).read_bytes()
+    changed = copy.deepcopy(arrays)
+    name = next(n for n in record["models"] if n in changed and n != record["baseline"])
+    changed[name]["logits"] = changed[name]["logits"][:, ::-1].copy()  # the candidate's predictions change
+    third = report.write_run(copy.deepcopy(record), tmp_path / "c", changed, figure_cache=cache)
+    drawn = {k for k, f in third["figures"].items() if not f["cached"]}
+    assert f"confusion_{name}" in drawn and "confusion_baseline" not in drawn
+    assert "training_curves" not in drawn  # from the record, which did not change
+    nocache = report.write_run(copy.deepcopy(record), tmp_path / "d", arrays)
+    assert not any(f["cached"] for f in nocache["figures"].values())
+
+
+def test_figure_cache_keeps_the_most_recently_used(tmp_path):
+    from harness.report.figcache import FigureCache
+
+    c = FigureCache(tmp_path)
+    for i in range(5):
+        c.write(f"k{i}", b"\x89PNG\r\n\x1a\n" + bytes([i]))
+        os.utime(tmp_path / f"k{i}.png", (1000 + i, 1000 + i))
+    assert c.read("k0") is not None  # used now: the newest
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    assert c.read("bad") is None  # damaged: drawn again
+    c.prune(keep=3)
+    assert sorted(p.stem for p in tmp_path.glob("*.png")) == sorted(["k0", "k4", "bad"])
 
 
 def test_hundred_classes_rgb_gallery_truncated_per_class_table_and_junit_listed(tmp_path):

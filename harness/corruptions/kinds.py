@@ -8,7 +8,6 @@ import warnings
 from collections.abc import Callable
 
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from ..filters import _conv_matrix, _gauss_1d, _grid, _sample, _separable, gaussian_blur
 from .table import COLOUR_ONLY, _check, corruptions_for, params
@@ -252,6 +251,8 @@ def _jpeg(x, c, g):
     u8 = (x * 255).round().clamp(0, 255).to(torch.uint8).cpu()
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its image codecs in favour of TorchCodec
         warnings.filterwarnings("ignore", message="The image decoding and encoding", category=DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg  # here: importing torchvision takes seconds
+
         encoded = encode_jpeg(list(u8), quality=int(c))
         decoded = decode_jpeg(encoded, mode=ImageReadMode.UNCHANGED)
     return torch.stack(decoded).to(x.device, x.dtype) / 255

@@ -30,7 +30,8 @@ class Samples:
     confidence order without sorting again.
     """
 
-    __slots__ = ("labels", "pred", "conf", "nll", "margin", "ids", "num_classes", "rank", "brier", "probs")
+    FIELDS = ("labels", "pred", "conf", "nll", "margin", "ids", "num_classes", "rank", "brier", "probs")
+    __slots__ = ("labels", "pred", "conf", "nll", "margin", "ids", "num_classes", "rank", "brier", "_probs", "_at")
 
     def __init__(self, labels, pred, conf, nll, margin, ids, num_classes: int, rank=None, brier=None, probs=None):
         self.labels = labels
@@ -45,7 +46,16 @@ class Samples:
             rank[np.argsort(-conf, kind="stable")] = np.arange(len(conf))
         self.rank = rank
         self.brier = brier  # sum_k (p_k - [y = k])^2 per sample (None: not known)
-        self.probs = probs  # (N, K) probabilities, kept only where a metric needs every class's (keep_probs)
+        self._probs = probs  # (N, K) probabilities, kept only where a metric needs every class's (keep_probs)
+        self._at = None  # rows of ``_probs`` this resample holds (None: all); taken when first read
+
+    @property
+    def probs(self) -> np.ndarray | None:
+        """(N, K) probabilities, or None. A resample (``take``) copies them only when a metric
+        reads them: most metrics need one column, and a bootstrap takes a thousand resamples."""
+        if self._at is not None:
+            self._probs, self._at = self._probs[self._at], None
+        return self._probs
 
     @classmethod
     def from_logits(cls, logits, labels, ids=None, keep_probs: bool = False) -> Samples:
@@ -85,9 +95,12 @@ class Samples:
 
     def take(self, idx) -> Samples:
         """The samples at ``idx`` (a bootstrap resample, or a subset)."""
-        return Samples(self.labels[idx], self.pred[idx], self.conf[idx], self.nll[idx], self.margin[idx],
-                       self.ids[idx], self.num_classes, self.rank[idx],
-                       None if self.brier is None else self.brier[idx], None if self.probs is None else self.probs[idx])
+        out = Samples(self.labels[idx], self.pred[idx], self.conf[idx], self.nll[idx], self.margin[idx],
+                      self.ids[idx], self.num_classes, self.rank[idx], None if self.brier is None else self.brier[idx])
+        if self._probs is not None:
+            out._probs = self._probs
+            out._at = np.arange(len(self))[idx] if self._at is None else self._at[idx]
+        return out
 
 
 def _check_labels(scores: np.ndarray, labels) -> np.ndarray:

@@ -101,3 +101,16 @@ def _metric(record: dict, model: str, key: str):
 
 def _held(v) -> str:
     return "yes" if v is True else "NO" if v is False else "n/a"
+
+
+def time_spent_line(spent: dict) -> str:
+    """Where a run's time went, one phrase per step: ``training 0.1s (2 of 2 from cache); ...;
+    report 3.2s (16 of 18 figures from cache)``."""
+    parts = []
+    for k, v in (spent or {}).items():
+        text = f"{k.replace('_', ' ')} {float(v.get('seconds') or 0.0):.1f}s"
+        if v.get("cached"):
+            unit = f" {v['unit']}" if v.get("unit") else ""
+            text += f" ({v['cached']} of {v.get('models', '?')}{unit} from cache)"
+        parts.append(text)
+    return "; ".join(parts)

@@ -1,6 +1,6 @@
 """Which figures a run gets, in which section, with their captions.
 
-Each ``FigureSpec.make`` draws from the record (what was measured) and the saved per-sample
+Each ``FigureSpec.make`` says what to draw (``Drawing``) from the record (what was measured) and the saved per-sample
 predictions; the functions live in ``figures.py``.
 """
 
@@ -24,12 +24,34 @@ SECTIONS = {
 }
 
 
+@dataclass(frozen=True)
+class Drawing:
+    """A figure to draw: ``fn(*args, **kwargs)``, a function of ``figures.py`` on measured data
+    (what the figure cache keys)."""
+
+    fn: Callable
+    args: tuple
+    kwargs: dict
+
+    def __call__(self):
+        return self.fn(*self.args, **self.kwargs)
+
+    def key(self) -> str:
+        from .figcache import fingerprint
+
+        return fingerprint(self.fn, self.args, self.kwargs)
+
+
+def draw(fn: Callable, *args, **kwargs) -> Drawing:
+    return Drawing(fn, args, kwargs)
+
+
 @dataclass
 class FigureSpec:
     name: str
     caption: str
     section: str
-    make: Callable[[], object]
+    make: Callable[[], Drawing]  # what to draw (its arguments computed when the figure is rendered)
 
 
 def _m(record: dict, model: str, key: str):
@@ -55,7 +77,7 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
             "confident_errors",
             "Wrong predictions made with confidence at or above each threshold: the higher the threshold, the more "
             "dangerous the error (seed 001 Fig 7).",
-            "key", lambda: figures.confident_errors({m: [c.get(t, 0) for t in ts] for m, c in counts.items()},
+            "key", lambda: draw(figures.confident_errors, {m: [c.get(t, 0) for t in ts] for m, c in counts.items()},
                                                     [float(t) for t in ts], n_images or 0),
         ))
     if samples:
@@ -63,7 +85,7 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
             "confidence_histograms",
             "Confidence of wrong (left) and correct (right) predictions. A well-behaved model is unsure when it "
             "is wrong and sure when it is right (seed 001 Fig 6).",
-            "key", lambda: figures.confidence_histograms(samples),
+            "key", lambda: draw(figures.confidence_histograms, samples),
         ))
         for m, smp in samples.items():
             specs.append(FigureSpec(
@@ -72,7 +94,7 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
                 "bars below the diagonal are overconfident (ece_over), above it underconfident (ece_under). "
                 "Bottom: images per bin (log scale).",
                 "key",
-                lambda m=m, smp=smp: figures.reliability_diagram(m, smp, _m(record, m, "ece"), _m(record, m, "ece_over"),
+                lambda m=m, smp=smp: draw(figures.reliability_diagram, m, smp, _m(record, m, "ece"), _m(record, m, "ece_over"),
                                                                  _m(record, m, "ece_under")),
             ))
     if gradcam is not None:
@@ -83,7 +105,7 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
             "Grad-CAM of each model on the gallery's test images (red: attention), for the predicted class. "
             "Titles: test id, true class -> predicted class (confidence).",
             "failures",
-            lambda: figures.gradcam_gallery(
+            lambda: draw(figures.gradcam_gallery,
                 g["images"], g["ids"], g["labels"],
                 record_classes(record, max(len(record.get("classes") or []), 1 + int(max(
                     g["labels"].max(initial=0), *[p.max(initial=0) for p in g["preds"].values()])))),
@@ -99,7 +121,7 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
             "Accuracy against severity (1-5) for every corruption and model, on the robustness subset; dashed: "
             "the same images without corruption.",
             "robustness",
-            lambda: figures.corruption_curves(curves, {m: rob[m]["clean"]["accuracy"] for m in curves}),
+            lambda: draw(figures.corruption_curves, curves, {m: rob[m]["clean"]["accuracy"] for m in curves}),
         ))
     adv = {m: r["adversarial"] for m, r in rob.items() if r.get("adversarial")}
     if adv:
@@ -108,7 +130,7 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
             "adversarial_curves",
             "Accuracy against the L-inf budget under FGSM (dashed) and 10-step PGD (solid), per model.",
             "robustness",
-            lambda: figures.adversarial_curves(
+            lambda: draw(figures.adversarial_curves,
                 first["epsilons"], {m: {a: [c["accuracy"] for c in a_[a]] for a in ("fgsm", "pgd")} for m, a_ in adv.items()},
                 {m: a_["clean"]["accuracy"] for m, a_ in adv.items()}, first.get("reference_eps")),
         ))
@@ -119,14 +141,14 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
             "failure_taxonomy",
             "Errors made with >= 90% confidence, by the dominant failure mode the rules of harness/taxonomy.py "
             "assign (label doubt, background, one local part, resolution, none).",
-            "failures", lambda: figures.taxonomy_bars({m: t["counts"] for m, t in tax.items()}, modes),
+            "failures", lambda: draw(figures.taxonomy_bars, {m: t["counts"] for m, t in tax.items()}, modes),
         ))
     for m, ex in (failure_modes or {}).items():
         specs.append(FigureSpec(
             f"failure_modes_{names.get(m, m)}",
             f"Examples of {m}'s confident errors for each failure mode (test id: true -> predicted, confidence).",
             "failures",
-            lambda m=m, ex=ex: figures.failure_mode_examples(
+            lambda m=m, ex=ex: draw(figures.failure_mode_examples,
                 ex["images"], ex["ids"], ex["labels"], ex["preds"], ex["confidences"], [str(v) for v in ex["modes"]],
                 record_classes(record, max(len(record.get("classes") or []), 1 + int(max(ex["labels"].max(), ex["preds"].max())))),
                 m, names=record.get("sample_names")),
@@ -138,7 +160,7 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
             "ood_confidence",
             "Maximum softmax probability of the test images (grey bars) and of each out-of-distribution set (lines): "
             "a model aware of what it has never seen keeps the sets to the left.",
-            "beyond", lambda: figures.ood_histograms(ood_h, edges),
+            "beyond", lambda: draw(figures.ood_histograms, ood_h, edges),
         ))
     sizes = {m: {k: v["size_histogram"] for k, v in models[m]["conformal"].items() if isinstance(v, dict)
                  and "size_histogram" in v} for m in order if models[m].get("conformal")}
@@ -147,14 +169,14 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
             "conformal_set_sizes",
             "Sizes of the conformal prediction sets (calibrated on the validation split): at the same coverage, "
             "smaller sets are more useful; a set of one class is a confident answer.",
-            "beyond", lambda: figures.set_size_histograms(sizes),
+            "beyond", lambda: draw(figures.set_size_histograms, sizes),
         ))
     if leakage is not None and len(leakage.get("test_ids", [])):
         specs.append(FigureSpec(
             "leakage_pairs",
             "Test images (top) with a near-duplicate in the training split (bottom), most similar first (cosine of "
             "the mean-centred pixels).",
-            "beyond", lambda: figures.leakage_pairs(leakage["test"], leakage["train"], leakage["test_ids"],
+            "beyond", lambda: draw(figures.leakage_pairs, leakage["test"], leakage["train"], leakage["test_ids"],
                                                     leakage["train_ids"], leakage["similarity"]),
         ))
     histories = {m: models[m].get("history") or [] for m in order}
@@ -165,7 +187,7 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
             "the epoch whose checkpoint was kept (best validation accuracy). Training figures are running means "
             "over augmented batches in train mode; the generalisation gap is measured in eval mode.",
             "training",
-            lambda: figures.training_curves(histories, {m: models[m].get("best_epoch") for m in order}),
+            lambda: draw(figures.training_curves, histories, {m: models[m].get("best_epoch") for m in order}),
         ))
     if samples:
         specs.append(FigureSpec(
@@ -173,7 +195,7 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
             "Risk-coverage: error rate of the predictions kept when the least confident are rejected; the area "
             "under each curve is its AURC (lower is better).",
             "selective",
-            lambda: figures.risk_coverage(samples, {m: _m(record, m, "aurc") for m in samples},
+            lambda: draw(figures.risk_coverage, samples, {m: _m(record, m, "aurc") for m in samples},
                                           {m: _m(record, m, "selective_coverage") for m in samples}),
         ))
     if base in samples:
@@ -183,7 +205,7 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
                 f"Per-class accuracy change, {c} minus {base}, sorted. Green: improved, red: regressed "
                 "(seed 001 Fig 8).",
                 "classes",
-                lambda c=c: figures.class_accuracy_change(
+                lambda c=c: draw(figures.class_accuracy_change,
                     record_classes(record, samples[base].num_classes),
                     models[base].get("per_class_accuracy") or metrics.class_recall(samples[base]),
                     models[c].get("per_class_accuracy") or metrics.class_recall(samples[c]), base, c),
@@ -193,6 +215,6 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
             f"confusion_{names[m]}",
             f"Confusion matrix of {m} on the test split, normalised by true class (rows).",
             "classes",
-            lambda m=m, smp=smp: figures.confusion_matrix(m, smp, record_classes(record, smp.num_classes)),
+            lambda m=m, smp=smp: draw(figures.confusion_matrix, m, smp, record_classes(record, smp.num_classes)),
         ))
     return specs

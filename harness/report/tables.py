@@ -24,6 +24,7 @@ from .format import (  # noqa: F401
     is_num,
     label,
     metric_kind,
+    time_spent_line,
     unit_kind,
 )
 from .io import candidates, model_order, record_classes
@@ -414,10 +415,7 @@ def table_metadata(record: dict) -> Table:
                  f"val {data.get('val', DASH)}, test {data.get('test', DASH)})" if data else DASH],
         ["Started / finished (UTC)", f"{run.get('started_utc', DASH)} / {run.get('finished_utc', DASH)}"],
         ["Total time", fmt((record.get("timings") or {}).get("total_seconds"), "sec")],
-        ["Where the time went", "; ".join(
-            f"{k.replace('_', ' ')} {fmt(v.get('seconds'), 'sec')}" + (f" ({v['cached']} of {v['models']} from cache)"
-                                                                        if v.get("cached") else "")
-            for k, v in (record.get("time_spent") or {}).items()) or DASH],
+        ["Where the time went", time_spent_line(record.get("time_spent") or {}) or DASH],
         ["Device", f"{run.get('device', DASH)} ({run.get('device_name', DASH)})"],
         ["Command", run.get("command", DASH)],
         ["Gates file", run.get("gates_file", DASH)],

@@ -37,6 +37,7 @@ class Run:
     fixed: set[str] = field(default_factory=set)  # models the harness did not train (checkpoints, the hook)
     _evaluations: dict[str, ModelEvaluation] = field(default_factory=dict)
     _comparisons: dict[str, dict] = field(default_factory=dict)
+    _changes: dict[tuple[str, str], dict] = field(default_factory=dict)  # (model, metric) -> paired change
     _attention: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     _seed_summary: tuple[tuple[str, ...], dict] | None = None
 
@@ -192,10 +193,28 @@ class Run:
 
     # ------------------------------------------------------------------ changes and effects
     def paired_change(self, model: str, metric: str) -> dict:
-        """The candidate-minus-baseline change of a paired metric with its bootstrap interval."""
-        kind = metrics.get(metric).needs[0]
-        return compare.paired_interval(metric, self.evaluation(self.plan.baseline_of(model)).evidence(kind),
-                                       self.evaluation(model).evidence(kind))
+        """The candidate-minus-baseline change of a paired metric with its bootstrap interval
+        (computed once: a gate and the report's effect check ask for the same one)."""
+        if (model, metric) not in self._changes:
+            kind = metrics.get(metric).needs[0]
+            base = self.plan.baseline_of(model)
+            self._changes[model, metric] = self._paired(
+                "paired_change", base, model, {"metric": metric, "evidence": kind},
+                lambda: compare.paired_interval(metric, self.evaluation(base).evidence(kind),
+                                                self.evaluation(model).evidence(kind)))
+        return dict(self._changes[model, metric])
+
+    def _paired(self, kind: str, base: str, model: str, context: dict, compute):
+        """A paired statistic of two models, from the evidence cache when both models are known by
+        their keys (a bootstrap of a thousand resamples is seconds; it cannot change while the
+        models, the data and the comparing code stay the same), else computed."""
+        cache = self.evidence_cache
+        ka, kb = self.evaluation(base).model_key, self.evaluation(model).model_key
+        if cache is None or ka is None or kb is None:
+            return compute()
+        ctx = {"data": self.data.fingerprint, "n_boot": compare.BOOTSTRAP_SAMPLES, "seed": compare.BOOTSTRAP_SEED,
+               "level": compare.LEVEL, **context}
+        return cache.get_or_measure(EvidenceCache.key(f"{ka}|{kb}", kind, ctx), lambda: (compute(), {}))[0]
 
     def seed_change(self, model: str, metric: str) -> dict:
         """The paired change of ``metric`` seed by seed (each candidate seed against the baseline
@@ -249,7 +268,8 @@ class Run:
         """Candidate vs baseline on the same test images, with the documented effect judged."""
         if name not in self._comparisons:
             against = self.plan.baseline_of(name)
-            out = compare.compare(self.samples(against), self.samples(name))
+            out = self._paired("comparison", against, name, {"metrics": list(compare.COMPARED)},
+                               lambda: compare.compare(self.samples(against), self.samples(name)))
             out["against"] = against
             effect = recipes.DOCUMENTED_EFFECTS.get(recipe_of(name))
             out["expected_effect"] = None if effect is None else f"{effect.text} ({effect.source})"
