@@ -133,7 +133,7 @@ def test_the_gated_metrics_are_the_registry_metrics_a_stress_test_checks():
 
 
 def test_a_calibration_end_to_end_on_a_tiny_dataset_at_two_thread_counts(tmp_path):
-    """Three seeds at 1 and 2 threads on 300 16x16 images: six runs, each trained by a worker
+    """Two seeds at 1 and 2 threads on 28 16x16 images: four runs, each trained by a worker
     started with its thread count into its own cache folder; the file loads and a rerun
     reuses every stored result."""
     sys.path.insert(0, str(ROOT / "tests"))
@@ -142,15 +142,15 @@ def test_a_calibration_end_to_end_on_a_tiny_dataset_at_two_thread_counts(tmp_pat
     make_parts(tmp_path / "parts", n_train=20, n_test=8)
     out = tmp_path / "parts.smoke.toml"
     lines: list[str] = []
-    kw = dict(dataset=str(tmp_path / "parts"), profile="smoke", seeds=[1, 2, 3], threads=[1, 2], candidates=[],
+    kw = dict(dataset=str(tmp_path / "parts"), profile="smoke", seeds=[1, 2], threads=[1, 2], candidates=[],
               out=out, gates_path=ROOT / "gates.toml", cache_dir=tmp_path / "cache", progress=lines.append)
     summary = calibrate.calibrate(**kw)
-    assert len(summary["results"]) == 6 and {r["threads"] for r in summary["results"]} == {1, 2}
+    assert len(summary["results"]) == 4 and {r["threads"] for r in summary["results"]} == {1, 2}
     assert sorted((tmp_path / "cache").glob("threads-*")) == [tmp_path / "cache" / "threads-1",
                                                                  tmp_path / "cache" / "threads-2"]
-    assert len(list((tmp_path / "cache" / "threads-1").glob("*.pt"))) == 3
+    assert len(list((tmp_path / "cache" / "threads-1").glob("*.pt"))) == 2
     g = Gates.load(out)
-    assert g.calibrations["parts.smoke.toml"]["runs"] == ["s1/t1", "s1/t2", "s2/t1", "s2/t2", "s3/t1", "s3/t2"]
+    assert g.calibrations["parts.smoke.toml"]["runs"] == ["s1/t1", "s1/t2", "s2/t1", "s2/t2"]
     assert isinstance(g.absolute("parts", "smoke", "baseline"), dict)
     evidence = sorted((tmp_path / "cache" / "threads-1" / "evidence").glob("*.npz"))
     assert {p.name.split("-")[0] for p in evidence} == {"robustness", "adversarial", "attention", "ood", "leakage",

@@ -65,7 +65,7 @@ def ray_head():
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
-            head.wait(timeout=30)
+            head.wait(timeout=5)  # a blocking head takes half a minute to stop its raylet: killed after 5 s
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -94,37 +94,37 @@ def _results(path: Path) -> dict:
 
 def test_ray_workers_train_and_measure_and_the_report_equals_a_local_run(world, ray_head):
     t0 = time.perf_counter()
-    remote = world.runpytest_subprocess(*_args("r-ray", "c-ray"), "--seeds", "2", "--executor", "ray",
+    remote = world.runpytest_subprocess(*_args("r-ray", "c-ray"), "--executor", "ray",
                                         "--ray-address", ray_head, timeout=900)
     ray_seconds = time.perf_counter() - t0
     out = remote.stdout.str()
     assert remote.ret == pytest.ExitCode.OK, out
     assert not (world.path / "trainings.txt").exists()  # the driver trained nothing
     entries = sorted((world.path / "c-ray").glob("*.pt"))
-    assert len(entries) == 4  # two recipes x two seeds, each trained once
+    assert len(entries) == 2  # two recipes, each trained once (in parallel, on the cluster's two CPUs)
     for entry in entries:  # each made by a Ray worker process, recorded beside the entry
         origin = json.loads(entry.with_name(entry.name + ".origin.json").read_text())
         assert origin["executor"] == "ray" and origin["pid"] > 0 and origin["seconds"] > 0
     ray_results = _results(world.path / "r-ray")
-    models = ["augment", "augment@s43", "baseline", "baseline@s43"]
+    models = ["augment", "baseline"]
     assert {m: r["made_by"]["executor"] for m, r in ray_results["models"].items()} == dict.fromkeys(models, "ray")
     evidence = {p.name.split("-")[0] for p in (world.path / "c-ray" / "evidence").glob("*.npz")}
     assert {"ood", "taxonomy"} <= evidence  # measured as Ray tasks, kept in the driver's cache
 
     t0 = time.perf_counter()
-    local = world.runpytest_subprocess(*_args("r-local", "c-local"), "--seeds", "2", timeout=900)
+    local = world.runpytest_subprocess(*_args("r-local", "c-local"), timeout=900)
     local_seconds = time.perf_counter() - t0
     assert local.ret == pytest.ExitCode.OK, local.stdout.str()
-    assert sorted((world.path / "trainings.txt").read_text().split()) == ["augment"] * 2 + ["baseline"] * 2
+    assert sorted((world.path / "trainings.txt").read_text().split()) == ["augment", "baseline"]
     local_results = _results(world.path / "r-local")
-    print(f"tiny suite, 4 models: Ray {ray_seconds:.1f}s, local {local_seconds:.1f}s")  # the README's overhead figure
+    print(f"tiny suite, 2 models: Ray {ray_seconds:.1f}s, local {local_seconds:.1f}s")  # the README's overhead figure
     for m in models:  # same recipes, same seeds, same thread count: the same weights, the same numbers
         assert ray_results["models"][m]["metrics"] == local_results["models"][m]["metrics"], m
         assert ray_results["models"][m]["ood"] == local_results["models"][m]["ood"], m
     key = lambda g: (g["test"], g["model"], g["metric"], g["kind"], g.get("label"))  # noqa: E731
     assert {key(g): g["value"] for g in ray_results["gates"]} == {key(g): g["value"] for g in local_results["gates"]}
 
-    again = world.runpytest_subprocess(*_args("r-ray", "c-ray"), "--seeds", "2", "--executor", "ray",
+    again = world.runpytest_subprocess(*_args("r-ray", "c-ray"), "--executor", "ray",
                                        "--ray-address", ray_head, timeout=900)
     assert again.ret == pytest.ExitCode.OK, again.stdout.str()
     assert "training submitted to Ray" not in again.stdout.str()  # everything cached: no task
