@@ -120,6 +120,24 @@ def flops_per_image(recipe: Recipe, data: Dataset) -> float:
 GPU_PEAKS = {"H100": {"bf16": 989e12, "fp32": 67e12}, "H200": {"bf16": 989e12, "fp32": 67e12}}
 
 
+def gflop_per_image(model: torch.nn.Module, image_shape) -> float | None:
+    """GFLOP of one forward pass of ``model`` on one image (inference: what measuring it costs;
+    ``cards.measurement_sizes`` scales the measurements with it), or None when the counter
+    cannot follow the model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was = model.training
+    try:
+        model.eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *image_shape))
+        return counter.get_total_flops() / 1e9
+    except Exception:  # noqa: BLE001 - measured at the profile's sizes instead
+        return None
+    finally:
+        model.train(was)
+
+
 def peak_flops(device: torch.device, dtype: str) -> tuple[float | None, str]:
     """(peak FLOP/s, how it was found). CPU: cores x clock x FLOPs per cycle (AVX-512: two FMA
     units x 16 fp32 lanes x 2), an estimate; CUDA: the datasheet of a known GPU."""

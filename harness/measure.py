@@ -52,6 +52,8 @@ class Settings:
 
     profile: str = "smoke"
     stress_samples: int = 1000  # test images in the robustness subset
+    attack_samples: int | None = None  # its first images attacked (None: the profile card's)
+    taxonomy_errors: int = taxonomy.LIMIT  # the most confident errors whose failure mode is analysed
     cam_samples: int = 32  # each model's most confident errors in the shared explanation set
     cam_method: str = "gradcam"
     cam_layer: str | None = None  # None: the architecture's default (explain.default_cam_layer)
@@ -238,6 +240,8 @@ class ModelEvaluation:
             ctx = {"data": self.data.fingerprint}
         if kind in ("attention", "attention_extra", "taxonomy"):
             ctx.update(cam_method=s.cam_method, cam_layer=s.cam_layer)
+        if kind == "taxonomy" and s.taxonomy_errors != taxonomy.LIMIT:  # (the default keeps the keys it had)
+            ctx["taxonomy_errors"] = s.taxonomy_errors
         return ctx
 
     def _cached(self, kind: str, measure: Callable[[], object], positions=None):
@@ -296,7 +300,7 @@ class ModelEvaluation:
     @property
     def battery(self) -> stress.Battery:
         return stress.battery(self.data.name, self.data.image_shape, self.settings.profile,
-                              self.data.flip_invariant, self.settings.published)
+                              self.data.flip_invariant, self.settings.published, self.settings.attack_samples)
 
     def stress_positions(self) -> np.ndarray:
         return stress.stress_subset(len(self.data.test_y), self.settings.stress_samples)
@@ -334,7 +338,7 @@ class ModelEvaluation:
         p = self.result.predictions(self.data, "test")
         b = self.battery
         return taxonomy.analyse(self.model, s, p.probs, self.data.test_x, self.device, b.occlusion_patch,
-                                b.occlusion_stride, limit=taxonomy.LIMIT)
+                                b.occlusion_stride, limit=self.settings.taxonomy_errors)
 
     def _evidence_ood(self) -> dict:
         """In-distribution scores (``ood.scores``) of the test images and of every OOD set."""

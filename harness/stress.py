@@ -83,9 +83,10 @@ class Battery:
 
 
 def battery(dataset: str, image_shape: tuple[int, int, int], profile: str, flip_invariant: bool = True,
-            published: dict | None = None) -> Battery:
+            published: dict | None = None, attack_samples: int | None = None) -> Battery:
     """The battery for a dataset. ``published``: CIFAR-C arrays (``data.cifar_c``); when given,
-    their corruptions (all 19 of them) replace the synthesised ones."""
+    their corruptions (all 19 of them) replace the synthesised ones. ``attack_samples``: images
+    attacked (None: the profile card's; ``cards.measurement_sizes`` shrinks it for costly models)."""
     c, h, w = image_shape
     card = cards.DATASETS.get(dataset)  # None: a dataset of one's own, the card defaults
     patch, stride = card.occlusion if card else cards.occlusion_for(min(h, w))
@@ -93,7 +94,7 @@ def battery(dataset: str, image_shape: tuple[int, int, int], profile: str, flip_
         corruptions=tuple(published) if published else tuple(corruptions.corruptions_for(c)),
         epsilons=card.attack_grid if card else cards.DatasetCard.attack_grid,
         reference_eps=card.reference_eps if card else cards.DatasetCard.reference_eps,
-        attack_samples=cards.PROFILES.get(profile, cards.PROFILES["smoke"]).attack_samples,
+        attack_samples=attack_samples or cards.PROFILES.get(profile, cards.PROFILES["smoke"]).attack_samples,
         occlusion_patch=patch,
         occlusion_stride=stride,
         hflip=flip_invariant,

@@ -175,3 +175,26 @@ def test_robustness_metrics_bootstrap_on_the_shared_images():
     b = {"clean": _samples([True] * 50 + [False] * 50), "corruption/a/1": _samples([True] * 60 + [False] * 40)}
     d = compare.paired_interval("corruption_accuracy", a, b, n_boot=200)
     assert d["delta"] == pytest.approx(0.3) and d["ci"][0] > 0
+
+
+def test_measurement_sizes_scale_with_the_models_cost_on_a_cpu_only():
+    """The small CNN keeps the smoke profile's sizes; a ResNet-18 on CIFAR (70 times its cost
+    per image) gets REFERENCE_GFLOP / cost of them on a CPU, never below the floors; a GPU and the
+    full profile keep the profile's sizes."""
+    from harness import bench, cards, models, taxonomy
+
+    small = bench.gflop_per_image(models.build("small-cnn", "fashion-mnist", 10), (1, 28, 28))
+    resnet = bench.gflop_per_image(models.build("resnet18", "cifar100", 100), (3, 32, 32))
+    assert small == pytest.approx(0.01556, rel=0.01) and resnet == pytest.approx(1.111, rel=0.01)
+    smoke, full = cards.profile("smoke"), cards.profile("full")
+    assert cards.measurement_sizes(smoke, small, "cpu") == {"stress_samples": 1000, "attack_samples": 500,
+                                                             "ood_images": 1000, "cam_samples": 32,
+                                                             "taxonomy_errors": taxonomy.LIMIT}
+    assert cards.measurement_sizes(smoke, resnet, "cpu") == {"stress_samples": 45, "attack_samples": 22,
+                                                              "ood_images": 45, "cam_samples": 8, "taxonomy_errors": 22}
+    assert cards.measurement_sizes(smoke, resnet, "cuda") == cards.measurement_sizes(smoke, small, "cpu")
+    assert cards.measurement_sizes(full, resnet, "cpu")["stress_samples"] == 10_000
+    assert cards.measurement_sizes(smoke, 1000.0, "cpu") == cards.MIN_SIZES
+    assert cards.measurement_sizes(smoke, None, "cpu")["stress_samples"] == 1000  # not countable: the profile's
+    b = stress.battery("cifar100", (3, 32, 32), "smoke", attack_samples=22)
+    assert b.attack_samples == 22 and stress.battery("cifar100", (3, 32, 32), "smoke").attack_samples == 500

@@ -398,6 +398,23 @@ def table_recipes(record: dict) -> Table:
     return headers, rows
 
 
+def measured_on_line(m: dict | None, device: str | None) -> str:
+    """How many images each measurement took, and why (a costly model on a CPU gets fewer)."""
+    if not m:
+        return DASH
+    text = (f"{m['stress_samples']} test images stressed, the first {m['attack_samples']} attacked; "
+            f"{m['ood_images']} images per OOD set; {m['cam_samples']} confident errors explained and up to "
+            f"{m.get('taxonomy_errors', DASH)} given a failure mode per model")
+    g, ref = m.get("gflop_per_image"), m.get("reference_gflop")
+    if g is not None:
+        text += f" (the model: {g:.3g} GFLOP per image"
+        if device == "cpu" and ref and g > ref:
+            text += f"; on a CPU a model above {ref:g} GFLOP gets {ref:g}/{g:.3g} of the profile's images, " \
+                    "down to a floor: harness/cards.py"
+        text += ")"
+    return text
+
+
 def table_metadata(record: dict) -> Table:
     run = record.get("run") or {}
     git = run.get("git") or {}
@@ -417,6 +434,7 @@ def table_metadata(record: dict) -> Table:
         ["Total time", fmt((record.get("timings") or {}).get("total_seconds"), "sec")],
         ["Where the time went", time_spent_line(record.get("time_spent") or {}) or DASH],
         ["Device", f"{run.get('device', DASH)} ({run.get('device_name', DASH)})"],
+        ["Measured on", measured_on_line(run.get("measured_on"), run.get("device"))],
         ["Command", run.get("command", DASH)],
         ["Gates file", run.get("gates_file", DASH)],
         ["Git commit", commit],

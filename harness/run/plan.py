@@ -208,12 +208,35 @@ class Plan:
     def settings(self) -> Settings:
         if getattr(self, "_settings", None) is None:
             o, p = self.options, cards.profile(self.options.profile)
-            self._settings = Settings(profile=o.profile, stress_samples=p.stress_samples, cam_samples=p.cam_samples,
+            sizes = self.measurement_sizes()
+            self._settings = Settings(profile=o.profile, stress_samples=sizes["stress_samples"],
+                                      attack_samples=sizes["attack_samples"], cam_samples=sizes["cam_samples"],
+                                      taxonomy_errors=sizes["taxonomy_errors"],
                                       cam_method=o.cam_method, cam_layer=o.cam_layer,
-                                      published=data.cifar_c(self.data, o.data_root), ood_images=p.ood_images,
+                                      published=data.cifar_c(self.data, o.data_root), ood_images=sizes["ood_images"],
                                       ood_path=o.ood, data_root=o.data_root, conformal_alpha=o.conformal_alpha,
                                       autoattack_images=p.autoattack_images if o.autoattack is None else o.autoattack)
         return self._settings
+
+    def model_gflop(self) -> float | None:
+        """GFLOP per image of the baseline's architecture (what measurement sizes scale with on a
+        CPU: ``cards.measurement_sizes``); None for a model the harness does not build."""
+        if getattr(self, "_gflop", False) is False:
+            recipe = self.recipes.get("baseline")
+            self._gflop = None
+            if recipe is not None and "baseline" not in self.providers:
+                from .. import bench
+
+                try:
+                    self._gflop = bench.gflop_per_image(models_mod.for_data(recipe.arch, self.data),
+                                                        self.data.image_shape)
+                except (TypeError, ValueError, RuntimeError, AttributeError):
+                    self._gflop = None
+        return self._gflop
+
+    def measurement_sizes(self) -> dict[str, int]:
+        """Images per measurement for this run's models on its device (``cards.measurement_sizes``)."""
+        return cards.measurement_sizes(cards.profile(self.options.profile), self.model_gflop(), self.device.type)
 
     def labels_of(self, per: str) -> list[str]:
         """The labels a per-label metric takes one value for: the classes, or the OOD sets."""
