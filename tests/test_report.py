@@ -513,3 +513,12 @@ def test_index_html_loads_every_figure_in_headless_chromium(run):
     assert helper.figures_loaded(dom) == (k, k)
     assert re.search(r'<table class="gates">.*<td class="fail">FAIL</td>', dom, re.S)
     assert 'data-verdict="fail"' in dom and "FAIL: 2 gates passed, 1 failed, 0 not applicable" in dom
+
+
+def test_a_long_list_of_per_label_metrics_is_folded():
+    from harness.report.format import metric_list
+
+    names = ["loss", *[f"class_accuracy[c{i:02d}]" for i in range(100)], "ece", "ood_fpr95[uniform]"]
+    assert metric_list(names) == "loss, class_accuracy (100 labels: c00, c01, c02, ...), ece, ood_fpr95[uniform]"
+    assert metric_list(["class_accuracy[Shirt]", "worst_class_accuracy"]) == "class_accuracy[Shirt], worst_class_accuracy"
+    assert metric_list([]) == ""

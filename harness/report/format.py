@@ -114,3 +114,22 @@ def time_spent_line(spent: dict) -> str:
             text += f" ({v['cached']} of {v.get('models', '?')}{unit} from cache)"
         parts.append(text)
     return "; ".join(parts)
+
+
+def metric_list(names, spell_out: int = 6) -> str:
+    """Metric names for a line of text, per-label ones with more than ``spell_out`` labels
+    folded: ``loss, class_accuracy (100 classes: fine-00, fine-37, ...), ece``."""
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        base, _, label = str(n).partition("[")
+        groups.setdefault(base if label else str(n), []).append(label.rstrip("]") if label else "")
+    parts = []
+    for base, labels in groups.items():
+        labels = [lb for lb in labels if lb]
+        if not labels:
+            parts.append(base)
+        elif len(labels) <= spell_out:
+            parts += [f"{base}[{lb}]" for lb in labels]
+        else:
+            parts.append(f"{base} ({len(labels)} labels: {', '.join(labels[:3])}, ...)")
+    return ", ".join(parts)

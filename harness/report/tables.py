@@ -24,6 +24,7 @@ from .format import (  # noqa: F401
     is_num,
     label,
     metric_kind,
+    metric_list,
     time_spent_line,
     unit_kind,
 )
@@ -127,7 +128,7 @@ def table_checks(record: dict) -> Table:
         c = (record["models"][m] or {}).get("checks") or {}
         rows.append([m, fmt(c.get("passed"), "int"), fmt((c.get("failed") or 0) + (c.get("xpass") or 0), "int"),
                      fmt(c.get("xfail"), "int"), fmt((c.get("n/a") or 0) + (c.get("undecided") or 0), "int"),
-                     ", ".join(c.get("unbounded") or []) or DASH])
+                     metric_list(c.get("unbounded") or []) or DASH])
     return headers, rows
 
 
