@@ -149,10 +149,9 @@ PROFILE_NAMES = tuple(PROFILES)
 # them, so its measurement takes about as long as a model of REFERENCE_GFLOP would, down to the
 # floors below. A ResNet-18 on CIFAR (1.11 GFLOP, 70 times the small CNN; 60 images/s on 2 cores
 # here) gets 45 stressed images, 22 attacked, 45 per OOD set, 8 confident errors explained and
-# 22 analysed for their failure mode:
-# minutes, where the small CNN's sizes took it about 27 minutes for the battery alone. On a GPU,
-# and in the full profile, every model gets the profile's sizes. The report's Run section says
-# what each run measured on.
+# 22 analysed for their failure mode: minutes, where the small CNN's sizes took it about 27
+# minutes for the battery alone. On a GPU, and in the full profile, every model gets the
+# profile's sizes. The report's Run section says what each run measured on.
 REFERENCE_GFLOP = 0.05
 MIN_SIZES = {"stress_samples": 40, "attack_samples": 20, "ood_images": 40, "cam_samples": 8, "taxonomy_errors": 20}
 
@@ -165,6 +164,8 @@ def measurement_sizes(card: ProfileCard, gflop_per_image: float | None, device_t
         return sizes
     f = REFERENCE_GFLOP / gflop_per_image
     return {k: min(v, max(MIN_SIZES[k], int(v * f))) for k, v in sizes.items()}
+
+
 IMBALANCE_SUFFIX = "-imbalance"
 
 

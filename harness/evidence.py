@@ -43,6 +43,7 @@ KIND_CODE = {
     "autoattack": ("autoattack.py",),
     "comparison": ("compare.py", "metrics"),  # paired bootstraps of two models (the run caches them)
     "paired_change": ("compare.py", "metrics"),
+    "figures": ("report/figures.py", "report/figcache.py", "metrics"),  # the figure cache's drawing code
 }
 
 

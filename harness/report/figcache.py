@@ -23,7 +23,6 @@ import numpy as np
 from ..io import atomic_write_bytes
 
 KEEP = 400
-HERE = Path(__file__).resolve().parent
 
 
 class Unhashable(TypeError):
@@ -34,11 +33,9 @@ class Unhashable(TypeError):
 def _code() -> bytes:
     import matplotlib
 
-    h = hashlib.sha256(f"matplotlib {matplotlib.__version__} numpy {np.__version__}".encode())
-    for p in [HERE / "figures.py", HERE / "figcache.py", *sorted((HERE.parent / "metrics").glob("*.py"))]:
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.digest()
+    from ..evidence import code_hash  # the drawing code, hashed as the evidence cache hashes measuring code
+
+    return f"{code_hash('figures')} matplotlib {matplotlib.__version__} numpy {np.__version__}".encode()
 
 
 def _feed(h, obj) -> None:

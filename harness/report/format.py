@@ -118,7 +118,7 @@ def time_spent_line(spent: dict) -> str:
 
 def metric_list(names, spell_out: int = 6) -> str:
     """Metric names for a line of text, per-label ones with more than ``spell_out`` labels
-    folded: ``loss, class_accuracy (100 classes: fine-00, fine-37, ...), ece``."""
+    folded: ``loss, class_accuracy (100 labels: fine-00, fine-01, fine-02, ...), ece``."""
     groups: dict[str, list[str]] = {}
     for n in names:
         base, _, label = str(n).partition("[")
