@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from . import attacks, cards, corruptions, perturb
-from .evaluate import to_float
+from .evaluate import eval_batch, to_float
 
 SEED = 0
 STRESS_SEED = 0  # the seeded subset of the test split every model of a run is stressed on
@@ -118,7 +118,11 @@ def condition_eps(name: str) -> float:
 
 
 @torch.inference_mode()
-def _logits(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+def _logits(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Logits of float images already on the model's device (batches of ``eval_batch``: the
+    outer batches of the battery, 500 images, fix the corruptions' seeds; these only the forward
+    passes)."""
+    batch_size = batch_size or eval_batch(x.device)
     return torch.cat([model(x[i : i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)])
 
 

@@ -283,6 +283,8 @@ class Trainer:
         self.gen = torch.Generator(device=device).manual_seed(recipe.seed)  # augmentation, on the device
         self.cpu_gen = torch.Generator().manual_seed(recipe.seed)  # CutMix / MixUp plans, per epoch
         self.steps = 0
+        self.best_val_logits: torch.Tensor | None = None  # the kept epoch's, set by fit()
+        self.training_layout = True  # channels-last while training (runtime.channels_last); fit() ends contiguous
         self.epoch_index = 0
 
     def _amp(self):
@@ -363,10 +365,17 @@ class Trainer:
         self.run_steps(steps)
 
     def evaluate(self, x_uint8: torch.Tensor) -> torch.Tensor:
-        """Logits (float32, CPU) in eval mode; bf16 and large batches on CUDA."""
-        cuda = self.device.type == "cuda"
-        return logits_of(self.model, x_uint8, self.device, batch_size=4096 if cuda else 1000,
-                         amp=self.runtime.amp and cuda)
+        """Logits (float32, CPU) in eval mode, in the contiguous layout the kept model is used in
+        (a channels-last forward pass differs in the last bits), so the best epoch's validation
+        logits are the kept model's; bf16 and large batches on CUDA."""
+        layout = self.runtime.channels_last and self.training_layout
+        if layout:
+            self.model.to(memory_format=torch.contiguous_format)
+        try:
+            return logits_of(self.model, x_uint8, self.device, amp=self.runtime.amp and self.device.type == "cuda")
+        finally:
+            if layout:
+                self.model.to(memory_format=torch.channels_last)
 
     def fit(self) -> tuple[nn.Module, list[dict], int, float, int]:
         """Train every epoch, keep the best validation checkpoint: (model, history, best epoch,
@@ -417,7 +426,7 @@ class Trainer:
             history.append(row)
             best = val_acc > best_acc
             if best:
-                best_acc, best_epoch = val_acc, epoch
+                best_acc, best_epoch, self.best_val_logits = val_acc, epoch, val_logits
                 best_state = copy.deepcopy({k_: v.detach().cpu() for k_, v in self.model.state_dict().items()})
             done = epoch == r.epochs or bool(r.max_steps and self.steps >= r.max_steps)
             per_epoch = (time.perf_counter() - t_start) / epoch
@@ -428,6 +437,7 @@ class Trainer:
         self._check_not_chance(best_acc)
         self.model.load_state_dict(best_state)
         self.model = self.model.to(memory_format=torch.contiguous_format)
+        self.training_layout = False
         return self.model, history, best_epoch, seconds, self.n
 
     def _check_not_chance(self, best_acc: float) -> None:
@@ -501,7 +511,8 @@ def train(
             state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
             # Predictions are a pure function of the kept weights and the data (both in the key):
             # storing them makes a cache hit cost a file read, not an evaluation pass.
-            logits = {split: trainer.evaluate(data.split(split)[0]) for split in ("val", "test")}
+            # the validation logits are the kept epoch's (the same weights and layout: bit for bit)
+            logits = {"val": trainer.best_val_logits, "test": trainer.evaluate(data.split("test")[0])}
             logits["train_sample"] = trainer.evaluate(data.train_x[sample_ids])
             entry = {
                 "key": key,

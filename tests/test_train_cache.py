@@ -88,12 +88,41 @@ def test_miss_trains_then_hit_loads_the_same_model(full_trained, fashion_mnist, 
     assert_same_result(trained, again)
     # the loaded weights compute the stored predictions
     x_val = fashion_mnist.split("val")[0][:500]
-    assert torch.allclose(logits_of(again.model, x_val, CPU), again.logits["val"][:500], atol=1e-5)
+    assert torch.equal(logits_of(again.model, x_val, CPU), again.logits["val"][:500])
     assert not again.model.training
     # predictions() serves the cached logits with the official ids
     p = again.predictions(fashion_mnist, "test")
     assert np.array_equal(p.ids, np.arange(10_000))
     assert np.array_equal(p.labels, fashion_mnist.test_y.numpy())
+
+
+def test_validation_logits_are_the_kept_epochs_bit_for_bit(mini, tiny_recipe):
+    """The stored validation logits are the ones the kept epoch was chosen on (not a second
+    evaluation pass): equal, bit for bit, to the kept model's logits computed afresh."""
+    recipe = dataclasses.replace(tiny_recipe, train_subset=256, epochs=2)
+    res = train.train(recipe, mini, PROFILE, device="cpu", use_cache=False)
+    x_val, y_val, _ = mini.split("val")
+    assert torch.equal(logits_of(res.model, x_val, CPU), res.logits["val"])
+    kept = res.history[res.best_epoch - 1]
+    assert kept["val_accuracy"] == max(h["val_accuracy"] for h in res.history)
+    assert kept["val_accuracy"] == float((res.logits["val"].argmax(1) == y_val).float().mean())
+
+
+@pytest.mark.parametrize("arch, dataset, shape", [("small-cnn", "fashion-mnist", (1, 28, 28)),
+                                                  ("resnet18", "cifar100", (3, 32, 32))])
+def test_logits_do_not_depend_on_the_batch_beyond_rounding(arch, dataset, shape):
+    """What evaluate.CPU_BATCH rests on: the batch an image is evaluated in changes its logits by
+    float rounding at most (other kernel tails; measured up to 3e-8 here), in either layout."""
+    from harness import models
+
+    torch.manual_seed(0)
+    model = models.build(arch, dataset, 10).eval()
+    x = torch.randint(0, 256, (40, *shape), dtype=torch.uint8)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        model = model.to(memory_format=layout)
+        ref = logits_of(model, x, CPU, batch_size=40)
+        for bs in (1, 7, 8, 20, 100):
+            assert torch.allclose(logits_of(model, x, CPU, batch_size=bs), ref, rtol=1e-5, atol=1e-6), (layout, bs)
 
 
 def test_cache_dir_defaults_to_the_environment(model_cache, monkeypatch):
