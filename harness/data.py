@@ -22,7 +22,7 @@ import shutil
 import struct
 import tarfile
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +116,10 @@ class Dataset:
     # array row), and the per-channel (mean, std) the models normalise with.
     test_names: tuple[str, ...] | None = None
     normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    # Evaluated on part of its splits (``evaluation_subset``): what was kept, in words, and the
+    # official test split's size (the first ``len(test_y)`` of them are held: ids stay positions).
+    subset: str = ""
+    official_test_size: int | None = None
 
     @property
     def builtin(self) -> bool:
@@ -143,6 +147,25 @@ class Dataset:
             ids = torch.arange(len(self.test_y))
             return self.test_x, self.test_y, ids
         raise ValueError(f"unknown split {name!r}: use 'train', 'val' or 'test'")
+
+
+def evaluation_subset(ds: Dataset, n_val: int, n_test: int, why: str) -> Dataset:
+    """``ds`` evaluated on fewer images: the first ``n_val`` of its validation split (a seeded
+    random subset already: ``seed_split``) and the first ``n_test`` images of its test split, so
+    a test id is still the image's position in the official split. Training images are
+    unchanged. The fingerprint covers what is kept (models and evidence are keyed apart)."""
+    n_val, n_test = min(n_val, len(ds.val_idx)), min(n_test, len(ds.test_y))
+    if (n_val, n_test) == (len(ds.val_idx), len(ds.test_y)):
+        return ds
+    if n_val < 1 or n_test < 1:
+        raise ValueError(f"an evaluation subset needs images in both splits (validation {n_val}, test {n_test})")
+    val_idx, test_x, test_y = ds.val_idx[:n_val], ds.test_x[:n_test], ds.test_y[:n_test]
+    subset = (f"validation: {n_val:,} of {len(ds.val_idx):,} images; test: the first {n_test:,} of "
+              f"{len(ds.test_y):,} ({why})")
+    return replace(ds, val_idx=val_idx, test_x=test_x, test_y=test_y, subset=subset,
+                   test_names=ds.test_names[:n_test] if ds.test_names else None,
+                   official_test_size=ds.official_test_size or len(ds.test_y),
+                   fingerprint=fingerprint(ds.train_x, ds.train_y, test_x, test_y, val_idx))
 
 
 def seed_split(n: int, val_size: int, seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,9 +265,9 @@ def cifar_c(ds: Dataset, data_root: str | os.PathLike | None = None) -> dict[str
         labels_path = folder / "labels.npy"
         if not labels_path.is_file():
             continue
-        n = len(ds.test_y)
+        n = ds.official_test_size or len(ds.test_y)  # the published rows follow the whole test split
         labels = np.load(labels_path, mmap_mode="r", allow_pickle=False)
-        if labels.shape != (5 * n,) or not np.array_equal(np.asarray(labels[:n]), ds.test_y.numpy()):
+        if labels.shape != (5 * n,) or not np.array_equal(np.asarray(labels[: len(ds.test_y)]), ds.test_y.numpy()):
             raise DatasetFormatError(f"{labels_path}: expected the {n} test labels repeated for 5 severities "
                                      f"({5 * n} values) matching {ds.name}'s test split; got shape {labels.shape}")
         out = {}

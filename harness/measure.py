@@ -302,6 +302,12 @@ class ModelEvaluation:
         return stress.battery(self.data.name, self.data.image_shape, self.settings.profile,
                               self.data.flip_invariant, self.settings.published, self.settings.attack_samples)
 
+    @property
+    def published_rows(self) -> int:
+        """Rows per severity in a published corrupted test set: the whole official test split
+        (a run on its first images reads their rows)."""
+        return self.data.official_test_size or len(self.data.test_y)
+
     def stress_positions(self) -> np.ndarray:
         return stress.stress_subset(len(self.data.test_y), self.settings.stress_samples)
 
@@ -314,7 +320,7 @@ class ModelEvaluation:
         pos = self.stress_positions()
         idx = torch.as_tensor(pos)
         x, y = self.data.test_x[idx], self.data.test_y[idx]
-        logits = stress.run_robustness(self.model, x, y, self.battery, self.device, pos, len(self.data.test_y),
+        logits = stress.run_robustness(self.model, x, y, self.battery, self.device, pos, self.published_rows,
                                        tick=self.tick)
         labels = y.numpy()
         return {k: Samples.from_logits(z.numpy(), labels, pos) for k, z in logits.items()}
@@ -389,7 +395,7 @@ class ModelEvaluation:
         pos = self.stress_positions()
         idx = torch.as_tensor(pos)
         x, y = self.data.test_x[idx], self.data.test_y[idx]
-        logits = stress.run_corruptions_at(self.model, x, b, self.device, SHIFT_SEVERITY, pos, len(self.data.test_y),
+        logits = stress.run_corruptions_at(self.model, x, b, self.device, SHIFT_SEVERITY, pos, self.published_rows,
                                            tick=self.tick)
         out = {}
         for name, z in logits.items():

@@ -115,6 +115,16 @@ def test_published_cifar_c_files_replace_the_synthesised_corruptions(tmp_path):
     for s in range(1, 6):
         expected = torch.from_numpy(fog[(s - 1) * n + positions]).permute(0, 3, 1, 2).float() / 255
         assert torch.allclose(out[f"corruption/fog/{s}"], Mean()(expected), atol=1e-6)
+    # a run on the first images of the test split reads their rows of the whole published set
+    sub = data.evaluation_subset(ds, 2, 8, "a test")
+    assert sub.official_test_size == n and len(sub.test_y) == 8 and sub.fingerprint != ds.fingerprint
+    assert torch.equal(sub.split("test")[2], torch.arange(8)) and "the first 8 of 12" in sub.subset
+    first = np.array([3, 7])
+    out_sub = stress.run_robustness(Mean(), sub.test_x[first], sub.test_y[first], b, "cpu", first,
+                                    sub.official_test_size)
+    for s in range(1, 6):
+        assert torch.equal(out_sub[f"corruption/fog/{s}"], out[f"corruption/fog/{s}"][:2])
+    assert set(data.cifar_c(sub, tmp_path)) == {"fog"}
     # labels that do not match the test split are refused
     np.save(folder / "labels.npy", np.zeros(5 * n, dtype=np.uint8) + 9)
     if not np.array_equal(np.zeros(n) + 9, test_y):
@@ -198,3 +208,36 @@ def test_measurement_sizes_scale_with_the_models_cost_on_a_cpu_only():
     assert cards.measurement_sizes(smoke, None, "cpu")["stress_samples"] == 1000  # not countable: the profile's
     b = stress.battery("cifar100", (3, 32, 32), "smoke", attack_samples=22)
     assert b.attack_samples == 22 and stress.battery("cifar100", (3, 32, 32), "smoke").attack_samples == 500
+    # the validation and test splits shrink the same way, to SPLIT_FLOOR images
+    assert cards.split_sizes(smoke, small, "cpu", 6_000, 10_000) == (6_000, 10_000)
+    assert cards.split_sizes(smoke, resnet, "cpu", 5_000, 10_000) == (2_000, 2_000)
+    assert cards.split_sizes(smoke, resnet, "cpu", 1_500, 900) == (1_500, 900)  # never more than there is
+    assert cards.split_sizes(smoke, resnet, "cuda", 5_000, 10_000) == (5_000, 10_000)
+    assert cards.split_sizes(full, resnet, "cpu", 5_000, 10_000) == (5_000, 10_000)
+
+
+def test_a_costly_model_on_a_cpu_is_evaluated_on_the_first_images_of_each_split(cifar_root, tmp_path):
+    """The smoke profile on a CPU evaluates a ResNet-18 on CIFAR on SPLIT_FLOOR validation and
+    test images (the first of each: test ids stay positions), says so, and keys its models apart;
+    the full profile evaluates every image."""
+    from harness import cards
+    from harness.run import Options, Plan
+
+    files = cifar_root(name="cifar100", n_train=10_002, n_test=2_500)  # more than twice 5,000: the seed split
+
+    def plan(profile):
+        return Plan(Options(dataset="cifar100", profile=profile, device="cpu", data_root=files.root, gates_path=None,
+                            report_root=None, candidates=[], recipe_files=[], cache_dir=tmp_path / "cache"),
+                    gates=None)
+
+    smoke, full = plan("smoke").data, plan("full").data
+    assert (len(full.val_idx), len(full.test_y), full.subset) == (5_000, 2_500, "")
+    assert (len(smoke.val_idx), len(smoke.test_y)) == (cards.SPLIT_FLOOR, cards.SPLIT_FLOOR)
+    assert torch.equal(smoke.val_idx, full.val_idx[: cards.SPLIT_FLOOR])
+    assert torch.equal(smoke.test_x, full.test_x[: cards.SPLIT_FLOOR])
+    assert torch.equal(smoke.split("test")[2], torch.arange(cards.SPLIT_FLOOR))
+    assert smoke.official_test_size == 2_500 and smoke.fingerprint != full.fingerprint
+    assert smoke.subset.startswith("validation: 2,000 of 5,000 images; test: the first 2,000 of 2,500 (smoke profile "
+                                   "on a CPU, a model of 1.11 GFLOP per image")
+    assert "named cases 2372 are outside it" in smoke.subset  # the seed's cases below 2,500: 2372 and 1214
+    assert torch.equal(smoke.train_idx, full.train_idx)

@@ -430,7 +430,8 @@ def table_metadata(record: dict) -> Table:
         ["Dataset / profile", f"{run.get('dataset', DASH)} / {run.get('profile', DASH)}"
          + (f" (gates: {run['gate_profile']})" if run.get("gate_profile") not in (None, run.get("profile")) else "")],
         ["Data", f"{data.get('source', DASH)} (fingerprint {data.get('fingerprint', DASH)}; train {data.get('train', DASH)}, "
-                 f"val {data.get('val', DASH)}, test {data.get('test', DASH)})" if data else DASH],
+                 f"val {data.get('val', DASH)}, test {data.get('test', DASH)})"
+                 + (f"; evaluated on {data['subset']}" if data.get("subset") else "") if data else DASH],
         ["Started / finished (UTC)", f"{run.get('started_utc', DASH)} / {run.get('finished_utc', DASH)}"],
         ["Total time", fmt((record.get("timings") or {}).get("total_seconds"), "sec")],
         ["Where the time went", time_spent_line(record.get("time_spent") or {}) or DASH],

@@ -157,8 +157,23 @@ class Plan:
     def data(self) -> data.Dataset:
         if self.dataset is None:
             self.dataset = data.load(self.options.dataset, self.options.data_root, download=self.options.download)
+            self.dataset = self._evaluation_subset(self.dataset)
             self.validate()
         return self.dataset
+
+    def _evaluation_subset(self, ds: data.Dataset) -> data.Dataset:
+        """A built-in dataset as this run evaluates it: a costly model in the smoke profile on a
+        CPU is evaluated on part of the validation and test splits (``cards.split_sizes``)."""
+        g = self.model_gflop()
+        n_val, n_test = cards.split_sizes(cards.profile(self.options.profile), g, self.device.type,
+                                          len(ds.val_idx), len(ds.test_y))
+        if (n_val, n_test) == (len(ds.val_idx), len(ds.test_y)):
+            return ds
+        outside = [i for i in cards.DATASETS[ds.name].named_cases if n_test <= i < len(ds.test_y)]
+        why = (f"smoke profile on a CPU, a model of {g:.3g} GFLOP per image: harness/cards.py split_sizes; "
+               "--profile full or a GPU evaluates every image"
+               + (f"; the seed's named cases {', '.join(map(str, outside))} are outside it" if outside else ""))
+        return data.evaluation_subset(ds, n_val, n_test, why)
 
     @property
     def card(self) -> cards.DatasetCard:
