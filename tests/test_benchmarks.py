@@ -102,6 +102,26 @@ def test_augmentation_batch(benchmark, batch, op):
     assert out.shape == x.shape and 0 <= float(out.min()) and float(out.max()) <= 1
 
 
+@pytest.mark.parametrize("batch_size", ["CPU_BATCH", 1000])
+@pytest.mark.parametrize("arch", list(ARCH_DATA))
+def test_evaluation_batch(benchmark, arch, batch_size, full_size):
+    """Evaluation on the CPU in batches of ``evaluate.CPU_BATCH`` against 1,000 (what it was):
+    the table's ratio within each group is the speed-up (2,000 images for ResNet-18, 10,000 for
+    the small CNN when benchmarking; 16 in the test run)."""
+    from harness import evaluate
+
+    name, shape, k = ARCH_DATA[arch]
+    n = (2_000 if arch == "resnet18" else 10_000) if full_size else 16
+    torch.manual_seed(0)
+    model = models.build(arch, name, k).eval()
+    x = torch.randint(0, 256, (n, *shape), dtype=torch.uint8)
+    bs = evaluate.CPU_BATCH if batch_size == "CPU_BATCH" else batch_size
+    benchmark.group = f"evaluation, {arch}"
+    out = benchmark.pedantic(lambda: evaluate.logits_of(model, x, "cpu", bs), rounds=3 if full_size else 1,
+                             iterations=1)
+    assert out.shape == (n, k)
+
+
 def test_robustness_battery_on_a_smoke_subset(benchmark, full_size):
     """The whole robustness battery (14 corruptions x 5 severities, worst-placement occlusion,
     scale, shifts, rotations, flip; FGSM and PGD-10 at four budgets on 250 images) for one
