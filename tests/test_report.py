@@ -522,3 +522,20 @@ def test_a_long_list_of_per_label_metrics_is_folded():
     assert metric_list(names) == "loss, class_accuracy (100 labels: c00, c01, c02, ...), ece, ood_fpr95[uniform]"
     assert metric_list(["class_accuracy[Shirt]", "worst_class_accuracy"]) == "class_accuracy[Shirt], worst_class_accuracy"
     assert metric_list([]) == ""
+
+
+def test_a_run_on_the_first_images_of_the_test_split_says_so_above_its_numbers():
+    """A costly model at smoke on a CPU is evaluated on the first images of the test split
+    (cards.split_sizes): the headline table names them, in the summary and the page, and the Run
+    section says what was kept."""
+    from harness.report import html, markdown, tables
+
+    record, _ = make_run(n=200, seed=1)
+    assert tables.test_split_name(record) == "Test split"
+    subset = "validation: 2,000 of 5,000 images; test: the first 2,000 of 10,000 (smoke profile on a CPU)"
+    record["run"]["data"] = {"source": "x", "fingerprint": "f", "train": 45_000, "val": 2_000, "test": 2_000,
+                             "subset": subset}
+    note = "The first 2,000 images of the test split (a subset: see the Run section)"
+    assert note + "; changes are candidate minus baseline" in markdown.summary_markdown(record)
+    assert dict(tables.table_metadata(record)[1])["Data"].endswith("; evaluated on " + subset)
+    assert f'<p class="meta">{note}. Changes are' in html.render_html(record, [])

@@ -241,3 +241,8 @@ def test_a_costly_model_on_a_cpu_is_evaluated_on_the_first_images_of_each_split(
                                    "on a CPU, a model of 1.11 GFLOP per image")
     assert "named cases 2372 are outside it" in smoke.subset  # the seed's cases below 2,500: 2372 and 1214
     assert torch.equal(smoke.train_idx, full.train_idx)
+    asked = plan("smoke")
+    asked.options.cases = ["2100"]
+    with pytest.raises(ValueError, match=r"named case '2100' is not in the test split \(this run evaluates validation: "
+                                         r"2,000 of 5,000 images; test: the first 2,000 of 2,500 .*\): give a test id below 2000"):
+        asked.named_positions()

@@ -124,8 +124,9 @@ def render_html(record: dict, files: list[str]) -> str:
         body.append('<div class="problems"><b>Report problems</b><ul>' + "".join(f"<li>{i}</li>" for i in items)
                     + "</ul></div>")
 
-    body.append('<h2 id="answer">Models side by side</h2><p class="meta">Test split. Changes are candidate minus '
-                "baseline on the same images, with paired bootstrap 95% intervals; pp = percentage points.</p>")
+    body.append(f'<h2 id="answer">Models side by side</h2><p class="meta">{e(tables.test_split_name(record))}. '
+                "Changes are candidate minus baseline on the same images, with paired bootstrap 95% intervals; "
+                "pp = percentage points.</p>")
     body.append(html_table(tables.table_headline(record), cls="headline"))
     et = tables.table_effects(record)
     if et[1]:

@@ -32,7 +32,7 @@ def summary_markdown(record: dict) -> str:
             out.extend([f"## {title}", ""] + ([note, ""] if note else []) + [md(table), ""])
 
     section("Models side by side", tables.table_headline(record),
-            "Test split; changes are candidate minus baseline with paired bootstrap 95% intervals; "
+            f"{tables.test_split_name(record)}; changes are candidate minus baseline with paired bootstrap 95% intervals; "
             "pp = percentage points.")
     section("Did the improvement do what it is documented to do?", tables.table_effects(record))
     section("Checks per model", tables.table_checks(record))

@@ -399,6 +399,17 @@ def table_recipes(record: dict) -> Table:
     return headers, rows
 
 
+def test_split_name(record: dict) -> str:
+    """What "the test split" of the headline is: all of it, or its first images (a costly model
+    at smoke on a CPU: ``cards.split_sizes``)."""
+    data = (record.get("run") or {}).get("data") or {}
+    if not data.get("subset"):
+        return "Test split"
+    n = data.get("test")
+    return f"The first {n:,} images of the test split (a subset: see the Run section)" if isinstance(n, int) else \
+        "Part of the test split (see the Run section)"
+
+
 def measured_on_line(m: dict | None, device: str | None) -> str:
     """How many images each measurement took, and why (a costly model on a CPU gets fewer)."""
     if not m:

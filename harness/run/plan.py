@@ -216,7 +216,8 @@ class Plan:
             else:
                 what = f"a test id below {n}" + (" or a test file name such as " + repr(self.data.test_names[0])
                                                     if self.data.test_names else "")
-                raise ValueError(f"named case {case!r} is not in the test split: give {what}")
+                held = (f" (this run evaluates {self.data.subset})" if self.data.subset else "")
+                raise ValueError(f"named case {case!r} is not in the test split{held}: give {what}")
         return list(dict.fromkeys(out))
 
     @property
