@@ -192,6 +192,19 @@ def split_sizes(card: ProfileCard, gflop_per_image: float | None, device_type: s
     return min(n_val, max(SPLIT_FLOOR, int(n_val * f))), min(n_test, max(SPLIT_FLOOR, int(n_test * f)))
 
 
+# Corruption severities: all five, except for a model that gets fewer images (above): severities
+# 1, 3 and 5 (the mildest, the middle one conformal coverage under shift reads, the worst), which
+# keep each corruption's curve from mild to severe at 3/5 of the cost. The report's tables and
+# curves are labelled with the severities run, and the Run section lists them.
+ALL_SEVERITIES = (1, 2, 3, 4, 5)
+COSTLY_SEVERITIES = (1, 3, 5)
+
+
+def severities_for(card: ProfileCard, gflop_per_image: float | None, device_type: str) -> tuple[int, ...]:
+    """The corruption severities a model of ``gflop_per_image`` is measured at on ``device_type``."""
+    return ALL_SEVERITIES if _shrink(card, gflop_per_image, device_type) is None else COSTLY_SEVERITIES
+
+
 IMBALANCE_SUFFIX = "-imbalance"
 
 

@@ -63,6 +63,7 @@ class Settings:
     data_root: str | None = None  # where a sibling dataset (an OOD set) is looked for
     conformal_alpha: float = 0.1  # --conformal-alpha: sets for 1 - alpha of the test images
     autoattack_images: int = 0  # AutoAttack on this many images of the attacked subset (0: not run)
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)  # corruption severities (cards.severities_for)
 
 
 ATTENTION_SEED = 7
@@ -300,7 +301,8 @@ class ModelEvaluation:
     @property
     def battery(self) -> stress.Battery:
         return stress.battery(self.data.name, self.data.image_shape, self.settings.profile,
-                              self.data.flip_invariant, self.settings.published, self.settings.attack_samples)
+                              self.data.flip_invariant, self.settings.published, self.settings.attack_samples,
+                              self.settings.severities)
 
     @property
     def published_rows(self) -> int:

@@ -83,15 +83,18 @@ class Battery:
 
 
 def battery(dataset: str, image_shape: tuple[int, int, int], profile: str, flip_invariant: bool = True,
-            published: dict | None = None, attack_samples: int | None = None) -> Battery:
+            published: dict | None = None, attack_samples: int | None = None,
+            severities: tuple[int, ...] | None = None) -> Battery:
     """The battery for a dataset. ``published``: CIFAR-C arrays (``data.cifar_c``); when given,
     their corruptions (all 19 of them) replace the synthesised ones. ``attack_samples``: images
-    attacked (None: the profile card's; ``cards.measurement_sizes`` shrinks it for costly models)."""
+    attacked (None: the profile card's; ``cards.measurement_sizes`` shrinks it for costly models).
+    ``severities``: the corruption severities (None: all five; ``cards.severities_for``)."""
     c, h, w = image_shape
     card = cards.DATASETS.get(dataset)  # None: a dataset of one's own, the card defaults
     patch, stride = card.occlusion if card else cards.occlusion_for(min(h, w))
     return Battery(
         corruptions=tuple(published) if published else tuple(corruptions.corruptions_for(c)),
+        severities=tuple(severities) if severities else corruptions.SEVERITIES,
         epsilons=card.attack_grid if card else cards.DatasetCard.attack_grid,
         reference_eps=card.reference_eps if card else cards.DatasetCard.reference_eps,
         attack_samples=attack_samples or cards.PROFILES.get(profile, cards.PROFILES["smoke"]).attack_samples,

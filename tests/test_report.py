@@ -539,3 +539,35 @@ def test_a_run_on_the_first_images_of_the_test_split_says_so_above_its_numbers()
     assert note + "; changes are candidate minus baseline" in markdown.summary_markdown(record)
     assert dict(tables.table_metadata(record)[1])["Data"].endswith("; evaluated on " + subset)
     assert f'<p class="meta">{note}. Changes are' in html.render_html(record, [])
+
+
+def test_severity_tables_and_curves_are_labelled_with_the_severities_run():
+    """A costly model on a CPU is corrupted at severities 1, 3 and 5: the report's tables, the
+    curves' caption and the Run section name those, not positions 1-3."""
+    from harness.report import findings, tables
+    from harness.report.plan import figure_plan
+
+    record, arrays = make_run(n=200, seed=2)
+    cell = {"accuracy": 0.5, "ece": 0.1, "confident_error_rate": 0.05, "loss": 1.0}
+    for m in record["models"]:
+        record["models"][m]["robustness"] = {
+            "images": 45, "clean": cell, "severities": [1, 3, 5], "by_severity": [cell, cell, cell],
+            "corruptions": {"fog": [cell, cell, cell], "contrast": [cell, cell, cell]}}
+    rows = findings.table_severity(record)[1]
+    assert [r[0] for r in rows] == ["clean", "1", "3", "5"]
+    assert findings.table_corruptions(record, "baseline")[0] == ["Corruption", "severity 1", "severity 3", "severity 5",
+                                                                "mean"]
+    from harness.report.io import ModelData
+
+    data = {m: ModelData(np.asarray(a["logits"], np.float32), np.asarray(a["labels"]), np.asarray(a["ids"]))
+            for m, a in arrays.items() if isinstance(a, dict) and "logits" in a}
+    spec = next(s for s in figure_plan(record, data, None) if s.name == "corruption_curves")
+    assert spec.caption.startswith("Accuracy against severity (1, 3, 5) for every corruption")
+    fig = spec.make()()
+    assert [list(ax.get_xticks()) for ax in fig.axes if ax.get_visible()][0] == [1, 3, 5]
+    assert [list(ax.lines[0].get_xdata()) for ax in fig.axes if ax.get_visible() and ax.lines][0] == [1, 3, 5]
+    line = tables.measured_on_line({"stress_samples": 45, "attack_samples": 22, "ood_images": 45, "cam_samples": 8,
+                                    "taxonomy_errors": 22, "severities": [1, 3, 5]}, "cpu")
+    assert line.startswith("45 test images stressed (corruptions at severities 1, 3, 5), the first 22 attacked")
+    del record["models"]["baseline"]["robustness"]["severities"]  # a record written before severities were listed
+    assert [r[0] for r in findings.table_severity(record)[1]] == ["clean", "1", "3", "5"]  # the other model says

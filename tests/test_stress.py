@@ -214,6 +214,13 @@ def test_measurement_sizes_scale_with_the_models_cost_on_a_cpu_only():
     assert cards.split_sizes(smoke, resnet, "cpu", 1_500, 900) == (1_500, 900)  # never more than there is
     assert cards.split_sizes(smoke, resnet, "cuda", 5_000, 10_000) == (5_000, 10_000)
     assert cards.split_sizes(full, resnet, "cpu", 5_000, 10_000) == (5_000, 10_000)
+    # and the corruption severities: 1, 3 and 5 for the costly model on a CPU only
+    assert cards.severities_for(smoke, small, "cpu") == (1, 2, 3, 4, 5) == cards.severities_for(full, resnet, "cpu")
+    assert cards.severities_for(smoke, resnet, "cpu") == (1, 3, 5)
+    assert cards.severities_for(smoke, resnet, "cuda") == (1, 2, 3, 4, 5)
+    costly = stress.battery("cifar100", (3, 32, 32), "smoke", severities=(1, 3, 5))
+    assert costly.severities == (1, 3, 5) and len(costly.corruption_conditions()) == 15 * 3
+    assert stress.battery("cifar100", (3, 32, 32), "smoke").severities == (1, 2, 3, 4, 5)
 
 
 def test_a_costly_model_on_a_cpu_is_evaluated_on_the_first_images_of_each_split(cifar_root, tmp_path):
@@ -241,6 +248,7 @@ def test_a_costly_model_on_a_cpu_is_evaluated_on_the_first_images_of_each_split(
                                    "on a CPU, a model of 1.11 GFLOP per image")
     assert "named cases 2372 are outside it" in smoke.subset  # the seed's cases below 2,500: 2372 and 1214
     assert torch.equal(smoke.train_idx, full.train_idx)
+    assert plan("smoke").severities() == (1, 3, 5) and plan("full").severities() == (1, 2, 3, 4, 5)
     asked = plan("smoke")
     asked.options.cases = ["2100"]
     with pytest.raises(ValueError, match=r"named case '2100' is not in the test split \(this run evaluates validation: "

@@ -362,9 +362,10 @@ def gradcam_gallery(images: np.ndarray, ids: np.ndarray, labels: np.ndarray, cla
 # ----------------------------------------------------------------------------- robustness
 
 
-def corruption_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], clean: Mapping[str, float]) -> Figure:
+def corruption_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], clean: Mapping[str, float],
+                      severities: Sequence[int] = (1, 2, 3, 4, 5)) -> Figure:
     """Accuracy against severity, one panel per corruption, a line per model (clean accuracy
-    dashed). ``curves[model][corruption]`` = accuracies at severities 1..5."""
+    dashed). ``curves[model][corruption]`` = accuracies at ``severities``."""
     models = list(curves)
     col = colours(models)
     names = sorted({c for m in models for c in curves[m]})
@@ -380,12 +381,12 @@ def corruption_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], clean
             ys = curves[m].get(name)
             if ys is None:
                 continue
-            ax.plot(range(1, len(ys) + 1), ys, "-o", color=col[m], ms=3, lw=1.6, label=m)
+            ax.plot(list(severities)[: len(ys)], ys, "-o", color=col[m], ms=3, lw=1.6, label=m)
             if clean.get(m) is not None:
                 ax.axhline(clean[m], color=col[m], ls="--", lw=0.8)
         ax.set_title(name.replace("_", " "), fontsize=9)
         ax.set_ylim(0, 1)
-        ax.set_xticks(range(1, 6))
+        ax.set_xticks(list(severities))
         ax.grid(alpha=0.3)
         _pct_axis(ax)
     for j in range(len(names), nrow * ncol):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import metrics
-from . import figures
+from . import figures, findings
 from .io import ModelData, candidates, model_order, record_classes, stems
 
 SECTIONS = {
@@ -116,12 +116,14 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
     curves = {m: {c: [cell["accuracy"] for cell in sevs] for c, sevs in (r.get("corruptions") or {}).items()}
               for m, r in rob.items() if r.get("corruptions")}
     if curves:
+        levels = max(len(v) for c in curves.values() for v in c.values())
+        sevs = [int(s) for s in findings.severity_labels([rob[m] for m in curves], levels)]
         specs.append(FigureSpec(
             "corruption_curves",
-            "Accuracy against severity (1-5) for every corruption and model, on the robustness subset; dashed: "
-            "the same images without corruption.",
+            f"Accuracy against severity ({', '.join(map(str, sevs))}) for every corruption and model, on the "
+            "robustness subset; dashed: the same images without corruption.",
             "robustness",
-            lambda: draw(figures.corruption_curves, curves, {m: rob[m]["clean"]["accuracy"] for m in curves}),
+            lambda: draw(figures.corruption_curves, curves, {m: rob[m]["clean"]["accuracy"] for m in curves}, sevs),
         ))
     adv = {m: r["adversarial"] for m, r in rob.items() if r.get("adversarial")}
     if adv:

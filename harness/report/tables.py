@@ -414,7 +414,10 @@ def measured_on_line(m: dict | None, device: str | None) -> str:
     """How many images each measurement took, and why (a costly model on a CPU gets fewer)."""
     if not m:
         return DASH
-    text = (f"{m['stress_samples']} test images stressed, the first {m['attack_samples']} attacked; "
+    sev = m.get("severities")
+    text = (f"{m['stress_samples']} test images stressed"
+            + (f" (corruptions at severities {', '.join(map(str, sev))})" if sev and list(sev) != [1, 2, 3, 4, 5] else "")
+            + f", the first {m['attack_samples']} attacked; "
             f"{m['ood_images']} images per OOD set; {m['cam_samples']} confident errors explained and up to "
             f"{m.get('taxonomy_errors', DASH)} given a failure mode per model")
     g, ref = m.get("gflop_per_image"), m.get("reference_gflop")

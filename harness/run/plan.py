@@ -227,7 +227,7 @@ class Plan:
             sizes = self.measurement_sizes()
             self._settings = Settings(profile=o.profile, stress_samples=sizes["stress_samples"],
                                       attack_samples=sizes["attack_samples"], cam_samples=sizes["cam_samples"],
-                                      taxonomy_errors=sizes["taxonomy_errors"],
+                                      taxonomy_errors=sizes["taxonomy_errors"], severities=self.severities(),
                                       cam_method=o.cam_method, cam_layer=o.cam_layer,
                                       published=data.cifar_c(self.data, o.data_root), ood_images=sizes["ood_images"],
                                       ood_path=o.ood, data_root=o.data_root, conformal_alpha=o.conformal_alpha,
@@ -253,6 +253,10 @@ class Plan:
     def measurement_sizes(self) -> dict[str, int]:
         """Images per measurement for this run's models on its device (``cards.measurement_sizes``)."""
         return cards.measurement_sizes(cards.profile(self.options.profile), self.model_gflop(), self.device.type)
+
+    def severities(self) -> tuple[int, ...]:
+        """Corruption severities for this run's models on its device (``cards.severities_for``)."""
+        return cards.severities_for(cards.profile(self.options.profile), self.model_gflop(), self.device.type)
 
     def labels_of(self, per: str) -> list[str]:
         """The labels a per-label metric takes one value for: the classes, or the OOD sets."""
