@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .corruptions.table import SEVERITIES
+
 SPLIT_SEED = 42  # the seeds' train/validation split: random_split(..., Generator().manual_seed(42))
 
 
@@ -196,7 +198,7 @@ def split_sizes(card: ProfileCard, gflop_per_image: float | None, device_type: s
 # 1, 3 and 5 (the mildest, the middle one conformal coverage under shift reads, the worst), which
 # keep each corruption's curve from mild to severe at 3/5 of the cost. The report's tables and
 # curves are labelled with the severities run, and the Run section lists them.
-ALL_SEVERITIES = (1, 2, 3, 4, 5)
+ALL_SEVERITIES = SEVERITIES
 COSTLY_SEVERITIES = (1, 3, 5)
 
 

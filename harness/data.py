@@ -122,6 +122,12 @@ class Dataset:
     official_test_size: int | None = None
 
     @property
+    def full_test_size(self) -> int:
+        """Images in the official test split (the rows per severity of a published corrupted
+        set), whether this dataset holds all of them or only the first (``evaluation_subset``)."""
+        return self.official_test_size or len(self.test_y)
+
+    @property
     def builtin(self) -> bool:
         return self.name in DATASETS
 
@@ -164,7 +170,7 @@ def evaluation_subset(ds: Dataset, n_val: int, n_test: int, why: str) -> Dataset
               f"{len(ds.test_y):,} ({why})")
     return replace(ds, val_idx=val_idx, test_x=test_x, test_y=test_y, subset=subset,
                    test_names=ds.test_names[:n_test] if ds.test_names else None,
-                   official_test_size=ds.official_test_size or len(ds.test_y),
+                   official_test_size=ds.full_test_size,
                    fingerprint=fingerprint(ds.train_x, ds.train_y, test_x, test_y, val_idx))
 
 
@@ -265,7 +271,7 @@ def cifar_c(ds: Dataset, data_root: str | os.PathLike | None = None) -> dict[str
         labels_path = folder / "labels.npy"
         if not labels_path.is_file():
             continue
-        n = ds.official_test_size or len(ds.test_y)  # the published rows follow the whole test split
+        n = ds.full_test_size  # the published rows follow the whole test split
         labels = np.load(labels_path, mmap_mode="r", allow_pickle=False)
         if labels.shape != (5 * n,) or not np.array_equal(np.asarray(labels[: len(ds.test_y)]), ds.test_y.numpy()):
             raise DatasetFormatError(f"{labels_path}: expected the {n} test labels repeated for 5 severities "

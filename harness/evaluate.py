@@ -38,10 +38,11 @@ def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
 
 
 # Images per forward pass in evaluation. The batch an image is in changes its logits by float
-# rounding at most (another kernel tail: up to 3e-8 measured; tested), so it is chosen for speed. On a 2-core AMD EPYC (AVX2), best of 3 runs, images/s at
-# batch 64 / 100 / 128 / 200 / 1000: ResNet-18 on 32x32 86 / 81 / 73 / 68 / 66, the small CNN on
-# 28x28 2287 / 2409 / 2563 / 2505 / 1535: large batches fall out of the CPU's caches. On CUDA,
-# large batches keep the device busy. ``nox -s bench`` prints the ratio (tests/test_benchmarks.py).
+# rounding at most (another kernel tail: up to 3e-8 measured; tested), so it is chosen for speed.
+# On a 2-core AMD EPYC (AVX2), best of 3 runs, images/s at batch 64 / 100 / 128 / 200 / 1000:
+# ResNet-18 on 32x32 86 / 81 / 73 / 68 / 66, the small CNN on 28x28 2287 / 2409 / 2563 / 2505 /
+# 1535: large batches fall out of the CPU's caches. On CUDA, large batches keep the device busy.
+# ``nox -s bench`` prints the ratio (tests/test_benchmarks.py).
 CPU_BATCH = 100
 CUDA_BATCH = 4096
 

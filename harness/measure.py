@@ -32,7 +32,7 @@ from dataclasses import replace as dataclass_replace
 import numpy as np
 import torch
 
-from . import explain, metrics, progress, stress, taxonomy
+from . import corruptions, explain, metrics, progress, stress, taxonomy
 from .data import Dataset
 from .evaluate import logits_of, to_float
 from .evidence import EvidenceCache, EvidenceStore
@@ -63,7 +63,7 @@ class Settings:
     data_root: str | None = None  # where a sibling dataset (an OOD set) is looked for
     conformal_alpha: float = 0.1  # --conformal-alpha: sets for 1 - alpha of the test images
     autoattack_images: int = 0  # AutoAttack on this many images of the attacked subset (0: not run)
-    severities: tuple[int, ...] = (1, 2, 3, 4, 5)  # corruption severities (cards.severities_for)
+    severities: tuple[int, ...] = corruptions.SEVERITIES  # corruption severities (cards.severities_for)
 
 
 ATTENTION_SEED = 7
@@ -304,12 +304,6 @@ class ModelEvaluation:
                               self.data.flip_invariant, self.settings.published, self.settings.attack_samples,
                               self.settings.severities)
 
-    @property
-    def published_rows(self) -> int:
-        """Rows per severity in a published corrupted test set: the whole official test split
-        (a run on its first images reads their rows)."""
-        return self.data.official_test_size or len(self.data.test_y)
-
     def stress_positions(self) -> np.ndarray:
         return stress.stress_subset(len(self.data.test_y), self.settings.stress_samples)
 
@@ -322,7 +316,7 @@ class ModelEvaluation:
         pos = self.stress_positions()
         idx = torch.as_tensor(pos)
         x, y = self.data.test_x[idx], self.data.test_y[idx]
-        logits = stress.run_robustness(self.model, x, y, self.battery, self.device, pos, self.published_rows,
+        logits = stress.run_robustness(self.model, x, y, self.battery, self.device, pos, self.data.full_test_size,
                                        tick=self.tick)
         labels = y.numpy()
         return {k: Samples.from_logits(z.numpy(), labels, pos) for k, z in logits.items()}
@@ -397,7 +391,7 @@ class ModelEvaluation:
         pos = self.stress_positions()
         idx = torch.as_tensor(pos)
         x, y = self.data.test_x[idx], self.data.test_y[idx]
-        logits = stress.run_corruptions_at(self.model, x, b, self.device, SHIFT_SEVERITY, pos, self.published_rows,
+        logits = stress.run_corruptions_at(self.model, x, b, self.device, SHIFT_SEVERITY, pos, self.data.full_test_size,
                                            tick=self.tick)
         out = {}
         for name, z in logits.items():

@@ -117,11 +117,12 @@ def test_published_cifar_c_files_replace_the_synthesised_corruptions(tmp_path):
         assert torch.allclose(out[f"corruption/fog/{s}"], Mean()(expected), atol=1e-6)
     # a run on the first images of the test split reads their rows of the whole published set
     sub = data.evaluation_subset(ds, 2, 8, "a test")
-    assert sub.official_test_size == n and len(sub.test_y) == 8 and sub.fingerprint != ds.fingerprint
+    assert sub.official_test_size == n == sub.full_test_size == ds.full_test_size and len(sub.test_y) == 8
+    assert sub.fingerprint != ds.fingerprint
     assert torch.equal(sub.split("test")[2], torch.arange(8)) and "the first 8 of 12" in sub.subset
     first = np.array([3, 7])
     out_sub = stress.run_robustness(Mean(), sub.test_x[first], sub.test_y[first], b, "cpu", first,
-                                    sub.official_test_size)
+                                    sub.full_test_size)
     for s in range(1, 6):
         assert torch.equal(out_sub[f"corruption/fog/{s}"], out[f"corruption/fog/{s}"][:2])
     assert set(data.cifar_c(sub, tmp_path)) == {"fog"}

@@ -363,7 +363,7 @@ def gradcam_gallery(images: np.ndarray, ids: np.ndarray, labels: np.ndarray, cla
 
 
 def corruption_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], clean: Mapping[str, float],
-                      severities: Sequence[int] = (1, 2, 3, 4, 5)) -> Figure:
+                      severities: Sequence[int]) -> Figure:
     """Accuracy against severity, one panel per corruption, a line per model (clean accuracy
     dashed). ``curves[model][corruption]`` = accuracies at ``severities``."""
     models = list(curves)

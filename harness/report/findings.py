@@ -16,13 +16,13 @@ def _rob(record: dict) -> dict[str, dict]:
     return {m: models[m].get("robustness") or {} for m in model_order(record)}
 
 
-def severity_labels(robustness_records, levels: int) -> list[str]:
+def severities_of(robustness_records, levels: int) -> list[int]:
     """The severity of each position of a robustness record's lists: the severities run (a record
     says which: 1, 3, 5 for a costly model on a CPU), else 1..levels (older records)."""
     for r in robustness_records:
         if r.get("severities") and len(r["severities"]) == levels:
-            return [str(s) for s in r["severities"]]
-    return [str(i + 1) for i in range(levels)]
+            return [int(s) for s in r["severities"]]
+    return list(range(1, levels + 1))
 
 
 def table_severity(record: dict) -> Table:
@@ -34,9 +34,9 @@ def table_severity(record: dict) -> Table:
     if not rob:
         return headers, rows
     levels = max(len(r["by_severity"]) for r in rob.values())
-    labels = severity_labels(rob.values(), levels)
+    sevs = severities_of(rob.values(), levels)
     for i in range(-1, levels):
-        row = ["clean" if i < 0 else labels[i]]
+        row = ["clean" if i < 0 else str(sevs[i])]
         for r in rob.values():
             cell = r["clean"] if i < 0 else (r["by_severity"][i] if i < len(r["by_severity"]) else {})
             row += [fmt(cell.get("accuracy"), "pct"), fmt(cell.get("ece")), fmt(cell.get("confident_error_rate"), "pct")]
@@ -48,7 +48,7 @@ def table_corruptions(record: dict, model: str) -> Table:
     r = _rob(record).get(model) or {}
     corr = r.get("corruptions") or {}
     levels = max((len(v) for v in corr.values()), default=0)
-    headers = ["Corruption", *[f"severity {s}" for s in severity_labels([r], levels)], "mean"]
+    headers = ["Corruption", *[f"severity {s}" for s in severities_of([r], levels)], "mean"]
     rows = []
     for name, cells in sorted(corr.items(), key=lambda kv: np.mean([c["accuracy"] for c in kv[1]])):
         accs = [c["accuracy"] for c in cells]

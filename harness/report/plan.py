@@ -117,7 +117,7 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
               for m, r in rob.items() if r.get("corruptions")}
     if curves:
         levels = max(len(v) for c in curves.values() for v in c.values())
-        sevs = [int(s) for s in findings.severity_labels([rob[m] for m in curves], levels)]
+        sevs = findings.severities_of([rob[m] for m in curves], levels)
         specs.append(FigureSpec(
             "corruption_curves",
             f"Accuracy against severity ({', '.join(map(str, sevs))}) for every corruption and model, on the "
