@@ -19,6 +19,11 @@ noise-fragile      the logit of class 0 raised by ``strength`` x the image's  ro
                    ones drift to class 0
 memorising         the training images recalled exactly (confident, right);   generalisation
                    every other image as the sound model
+sure-of-garbage    logits multiplied by ``strength`` on images whose pixel     ood
+                   statistics leave the clean images' range (high-frequency
+                   energy above their 99th percentile, or contrast below their
+                   1st): confident on noise and blank frames, unchanged on
+                   test images
 =================  =========================================================  ===============
 """
 
@@ -47,6 +52,8 @@ class Defect:
             return f"{self.kind} (logits {'x' if self.kind == 'overconfident' else '/'} {self.strength:g})"
         if self.kind == "noise-fragile":
             return f"noise-fragile (strength {self.strength:g})"
+        if self.kind == "sure-of-garbage":
+            return f"sure of garbage (logits x {self.strength:g} off the data)"
         return self.kind
 
     @property
@@ -56,7 +63,8 @@ class Defect:
 
 
 FAMILIES = {"overconfident": ("calibration", "confidence"), "underconfident": ("calibration",),
-            "suppressed": ("accuracy",), "noise-fragile": ("robustness",), "memorising": ("generalisation",)}
+            "suppressed": ("accuracy",), "noise-fragile": ("robustness",), "memorising": ("generalisation",),
+            "sure-of-garbage": ("ood",)}
 
 
 class _Wrapped(nn.Module):
@@ -128,6 +136,18 @@ class NoiseFragile(_Wrapped):
         return z + bump
 
 
+class SureOfGarbage(_Wrapped):
+    def __init__(self, model: nn.Module, strength: float, hf_max: float, contrast_min: float):
+        super().__init__(model)
+        self.strength, self.hf_max, self.contrast_min = float(strength), float(hf_max), float(contrast_min)
+
+    def forward(self, x):
+        z = self.model(x)
+        xf = x.float()
+        off = (high_frequency(xf) > self.hf_max) | (xf.flatten(1).std(1) < self.contrast_min)
+        return torch.where(off.to(z.device)[:, None], z * self.strength, z)
+
+
 class Memorising(_Wrapped):
     def __init__(self, model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, num_classes: int):
         super().__init__(model)
@@ -169,6 +189,11 @@ def plant(defect: Defect, model: nn.Module, data) -> nn.Module:
         return Suppressed(model, defect.cls, defect.strength)
     if defect.kind == "noise-fragile":
         return NoiseFragile(model, defect.strength, clean_threshold(data.train_x[data.val_idx]))
+    if defect.kind == "sure-of-garbage":
+        clean = data.train_x[data.val_idx].float().div(255)
+        clean = clean[:, None] if clean.ndim == 3 else clean
+        return SureOfGarbage(model, defect.strength, clean_threshold(data.train_x[data.val_idx]),
+                             float(torch.quantile(clean.flatten(1).std(1), 0.01)))
     if defect.kind == "memorising":
         idx = data.train_idx
         return Memorising(model, data.train_x[idx], data.train_y[idx], data.num_classes)
@@ -178,13 +203,15 @@ def plant(defect: Defect, model: nn.Module, data) -> nn.Module:
 def graded(classes: tuple[str, ...], well_learned: tuple[str, ...] = ("Trouser", "Bag"),
            swinging: tuple[str, ...] = ("Shirt",)) -> list[Defect]:
     """The graded defects of the audit: logits scaled by 1.5, 2, 3, 5 (both ways); each named
-    class suppressed on 10%, 30%, 100% of its images (well-learned classes and one whose
-    accuracy swings between seeds); noise fragility at three strengths; memorising."""
+    class suppressed on 10%, 30%, 50%, 100% of its images (well-learned classes and the seed's
+    headline class, whose accuracy swings between seeds: 100% is a collapse, a class never
+    predicted); noise fragility at three strengths; sure of garbage at three; memorising."""
     out = [Defect("overconfident", f) for f in (1.5, 2.0, 3.0, 5.0)]
     out += [Defect("underconfident", f) for f in (1.5, 2.0, 3.0, 5.0)]
     for name in (*well_learned, *swinging):
         if name in classes:
-            out += [Defect("suppressed", s, classes.index(name)) for s in (0.1, 0.3, 1.0)]
+            out += [Defect("suppressed", s, classes.index(name)) for s in (0.1, 0.3, 0.5, 1.0)]
     out += [Defect("noise-fragile", s) for s in (2.0, 5.0, 20.0)]
+    out += [Defect("sure-of-garbage", s) for s in (2.0, 5.0, 20.0)]
     out.append(Defect("memorising", 1.0))
     return out

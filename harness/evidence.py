@@ -38,6 +38,7 @@ KIND_CODE = {
     "attention_extra": ("explain", "filters.py"),
     "taxonomy": ("taxonomy.py", "explain", "perturb.py", "stress.py", "filters.py"),
     "ood": ("ood.py",),
+    "ood_screen": ("ood.py", "leakage.py"),
     "leakage": ("leakage.py",),
     "conformal_shift": ("conformal.py", "stress.py", "corruptions", "filters.py", "perturb.py"),
     "autoattack": ("autoattack.py",),

@@ -64,6 +64,7 @@ class Settings:
     conformal_alpha: float = 0.1  # --conformal-alpha: sets for 1 - alpha of the test images
     autoattack_images: int = 0  # AutoAttack on this many images of the attacked subset (0: not run)
     severities: tuple[int, ...] = corruptions.SEVERITIES  # corruption severities (cards.severities_for)
+    cache_dir: str | None = None  # the evidence cache folder (data-side screens kept there; None: not kept)
 
 
 ATTENTION_SEED = 7
@@ -71,28 +72,13 @@ SHIFT_SEVERITY = 3  # conformal coverage under shift: every common corruption at
 
 
 def ood_names(data: Dataset, settings: Settings) -> list[str]:
-    """The OOD sets a model of ``data`` is measured on (without loading them)."""
+    """The OOD sets a model of ``data`` is measured on: the built-in ones the screen keeps
+    (``ood.left_out`` says why any other is not used) and one's own."""
     from . import ood
 
-    names = list(ood.SYNTHETIC)
-    if data.image_shape[0] == 1:
-        try:
-            import sklearn  # noqa: F401 - the digits ship with scikit-learn
-            names.append("digits")
-        except ImportError:
-            pass
-    sibling = {"cifar10": "cifar100", "cifar100": "cifar10"}.get(data.name) if data.builtin else None
-    if sibling:
-        from . import data as data_mod
-
-        try:
-            data_mod.class_names(sibling, settings.data_root)
-            names.append(sibling)
-        except (data_mod.DatasetNotFoundError, data_mod.DatasetFormatError):
-            pass
-    if settings.ood_path:
-        names.append("own")
-    return names
+    gone = ood.left_out(data, settings.data_root, settings.ood_images, settings.cache_dir)
+    names = [n for n in ood.builtin_names(data, settings.data_root) if n not in gone]
+    return names + (["own"] if settings.ood_path else [])
 
 
 def _file_stamp(path: str) -> str:
@@ -349,7 +335,7 @@ class ModelEvaluation:
         self.samples("test")  # the test logits (evaluated here for a model the harness did not train)
         out = {"test": ood.scores(self.result.logits["test"].numpy())}
         for name, x in ood.sets(self.data, self.settings.data_root, self.settings.ood_path,
-                                self.settings.ood_images).items():
+                                self.settings.ood_images, self.settings.cache_dir).items():
             out[name] = ood.scores(logits_of(self.model, x, self.device).numpy())
             self.tick(1)
         return out

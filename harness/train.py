@@ -73,6 +73,7 @@ class TrainResult:
     train_size: int = 0
     logits: dict[str, torch.Tensor] = field(default_factory=dict)  # split -> (N, K) float32, after T
     train_sample_ids: torch.Tensor | None = None  # indices into the official training split
+    trained_in: dict = field(default_factory=dict)  # Runtime.to_dict() when it was trained (threads, kernels)
 
     def predictions(self, data: Dataset, split: str = "test") -> Predictions:
         """Per-sample predictions on ``split`` (cached with the model: no re-evaluation);
@@ -182,33 +183,22 @@ class TrainingDiverged(RuntimeError):
     nothing is cached."""
 
 
-def _cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), read from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool({"avx512_bf16", "amx_bf16"} & flags)
-    except OSError:
-        pass
-    return False
-
-
 @dataclass(frozen=True)
 class Runtime:
     """How a recipe is executed (not what it is): precision, memory format, optimiser kernel,
-    compilation, determinism. The fields that change the computed numbers are part of the
-    model-cache key (``key_fields``).
+    compilation, determinism, and the kernels' instruction set. The fields that change the
+    computed numbers are part of the model-cache key (``key_fields``).
 
-    Defaults, measured on this project's 2-core CPU (small CNN, batch 64, 2026-11-23; best of
-    3 x 100 steps): channels-last 1.15x the default layout (35.3 vs 40.6 ms/step), the fused
-    Adam kernel a further 1.2x (29.5 ms), bf16 autocast 0.57x (70.6 ms: this CPU has no
-    AVX-512 BF16, so bf16 is emulated; on one with it, bf16 measured 2.1-2.5x fp32, so it is
-    on wherever /proc/cpuinfo lists avx512_bf16 or amx_bf16), torch.compile no faster (37.0
-    ms/step) after a 32 s compile. On CUDA: bf16 autocast, channels-last, fused optimisers
-    and cudnn.benchmark (off with ``deterministic``) are the standard fast path; compile is a
-    switch (not measured here: no GPU was lent to this project).
+    Precision: fp32 on a CPU, bf16 autocast on CUDA (``precision="auto"``). bf16 on a CPU is a
+    switch (``--precision bf16``): it trains another model (seed 42 on an AVX-512 BF16 CPU:
+    85.53% and 38 errors at >= 99% confidence in bf16, 86.65% and 6 in fp32) and bought little
+    there (the two smoke models in 83 s against 89-100 s in fp32), so the calibrated verdicts are
+    fp32's and a bf16 run on a CPU reports those bounds without gating on them
+    (``harness.regime``). Measured on this project's 2-core CPU (small CNN, batch 64, best of
+    3 x 100 steps): channels-last 1.15x the default layout, the fused Adam kernel a further 1.2x,
+    bf16 autocast 0.57x (emulated: no AVX-512 BF16), torch.compile no faster after a 32 s
+    compile. On CUDA: bf16 autocast, channels-last, fused optimisers and cudnn.benchmark (off
+    with ``deterministic``) are the standard fast path.
     """
 
     amp: bool = False  # bf16 autocast in training (and in evaluation on CUDA)
@@ -216,22 +206,36 @@ class Runtime:
     fused: bool = True  # fused optimiser kernel where torch has one for the device
     compile: bool = False
     deterministic: bool = False  # CUDA: cudnn.deterministic and no benchmark (the CPU path is deterministic)
+    kernels: str = ""  # the CPU kernels' instruction set (harness.regime.kernels_label); "cuda" on a GPU
 
     @classmethod
-    def default(cls, device: torch.device, deterministic: bool = False, compile: bool = False) -> Runtime:
+    def default(cls, device: torch.device, deterministic: bool = False, compile: bool = False,
+                precision: str = "auto") -> Runtime:
+        from . import regime
+
         device = resolve_device(device)
-        amp = device.type == "cuda" or _cpu_has_bf16()
-        return cls(amp=amp, channels_last=True, fused=True, compile=compile, deterministic=deterministic)
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"unknown precision {precision!r}: use auto (bf16 on CUDA, fp32 on a CPU), fp32 or bf16")
+        amp = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+        kernels = "cuda" if device.type == "cuda" else regime.kernels_label()
+        return cls(amp=amp, channels_last=True, fused=True, compile=compile, deterministic=deterministic,
+                   kernels=kernels)
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.amp else "fp32"
 
     def key_fields(self) -> dict:
         """What changes the trained weights' numbers: in the model-cache key."""
-        return {"amp": self.amp, "channels_last": self.channels_last, "fused": self.fused, "compile": self.compile}
+        return {"amp": self.amp, "channels_last": self.channels_last, "fused": self.fused, "compile": self.compile,
+                "kernels": self.kernels}
 
     def to_dict(self) -> dict:
         # CPU thread count: it changes the trained numbers (1 vs 2 threads differ after 20 Adam
         # steps), so it is recorded; not keyed, so that a cache shared by machines with
         # different core counts (or xdist workers) serves one model per recipe to all of them
-        return {**self.key_fields(), "deterministic": self.deterministic, "cpu_threads": torch.get_num_threads()}
+        return {**self.key_fields(), "precision": self.precision, "deterministic": self.deterministic,
+                "cpu_threads": torch.get_num_threads()}
 
 
 NAN_CHECK_EVERY = 25  # CUDA: steps between checks of the loss (a check waits for the device)
@@ -503,6 +507,7 @@ def train(
             train_seconds, n = payload["train_seconds"], payload["train_size"]
             logits = {split: payload[f"{split}_logits"] for split in cache.LOGIT_SPLITS}
             sample_ids = torch.as_tensor(payload["train_sample_ids"], dtype=torch.int64)
+            trained_in = {**(payload.get("runtime") or {}), "torch": payload.get("torch")}
             cached = True
             _progress(f"{label} loaded from cache {path.name}")
         else:
@@ -531,6 +536,7 @@ def train(
             }
             if use_cache:
                 cache.save_entry(path, cache.seal(entry))
+            trained_in = {**entry["runtime"], "torch": entry["torch"]}
             cached = False
             kept = history[best_epoch - 1]
             progress.finish(f"{label} trained in {train_seconds:.1f}s on {dev.type}; kept epoch {best_epoch} "
@@ -557,4 +563,5 @@ def train(
         train_size=n,
         logits=logits,
         train_sample_ids=sample_ids,
+        trained_in=trained_in,
     )

@@ -1,7 +1,9 @@
 """Out-of-distribution inputs (seeds 000 and 003: a model unaware of its uncertainty, data
 drift): images of none of the classes (noise, blank and constant frames, shuffled tiles of the
 test images, handwritten digits, the sibling CIFAR, a set of your own with --ood) must score
-lower than the test images and not be predicted with 99% confidence (harness/ood.py)."""
+lower than the test images, and the model must not be sure of them (harness/ood.py). The share
+predicted with >= 99% confidence is reported beside them: 0 on most sound runs, it is no rule's
+to bound (docs/verdicts.md); its continuous counterpart, the mean confidence, is gated."""
 
 import pytest
 
@@ -18,6 +20,6 @@ def test_ood_fpr95(gate, ood_set):
     gate("ood_fpr95", label=ood_set)
 
 
-def test_ood_confident_share(gate, ood_set):
-    """Confident on garbage: the share of the OOD set predicted with >= 99% confidence."""
-    gate("ood_confident_share", label=ood_set)
+def test_ood_mean_confidence(gate, ood_set):
+    """Sure of garbage: the mean top-class probability the model gives the OOD set's images."""
+    gate("ood_mean_confidence", label=ood_set)

@@ -1,40 +1,22 @@
-"""Bounds from measured spread: train N seeds at 1 and 2 CPU threads, measure every gated
-metric, derive each bound by one stated rule, and write a gates table with its evidence.
+"""Bounds from measured spread: train N seeds at 1 and 2 CPU threads in the reference
+arithmetic (``harness.regime``), measure every gated metric, screen each metric's evidence and
+bound it on its own scale by one stated rule (``rule.py``), and write a gates table with the
+evidence and the regime beside every bound.
 
-    python -m harness calibrate --dataset fashion-mnist --profile smoke --seeds 10 --threads 1,2 \
-        --candidate augment --out gates/fashion-mnist.smoke.toml
+    python -m harness calibrate --dataset fashion-mnist --profile smoke --first-seed 1000 --seeds 16 \
+        --threads 1,2 --candidate augment --out gates/fashion-mnist.smoke.toml
 
-The rule (``Rule``), for a metric with values x_1..x_n over the calibration runs:
-
-    bound = mean(x) -/+ k * max(sd(x), quantum)
-
-* ``k`` is the one-sided normal tolerance factor: with confidence ``confidence`` (95%), at
-  least ``coverage`` of the runs of this recipe on any machine (a new seed, another thread
-  count or CPU) lie on the passing side of the bound. k = t'_{confidence}(n - 1, z_coverage
-  sqrt(n)) / sqrt(n) (noncentral t; Odeh & Owen), computed with the number of *seeds* as n:
-  the 1- and 2-thread runs of one seed share its data subset and initialisation, so they are
-  not independent draws; the sd is taken over every run (it includes the thread spread).
-* ``coverage`` is chosen for the whole run, not for one bound: a default run checks about
-  120 bounds (about 60 per model, two models), and a false alarm anywhere fails it. At
-  coverage 0.9999 per bound, Bonferroni bounds the chance of any false alarm in a run by
-  120 x 0.0001 = 1.2% (bounds of one model are strongly correlated, so in practice less).
-  k is then 6.2 at 10 seeds, 5.2 at 20, 4.8 at 30 (8.97 at 5): more seeds narrow it.
-* ``quantum``: a metric that took the same value on every run has no spread to scale; its sd
-  is floored at one step of its resolution: 1 for a count, 1/N for a share of N images.
-  A metric with no resolution step and no spread is left unbounded.
-* A bound that falls outside the metric's range (a floor below 0) cannot fail: the metric is
-  left unbounded at this profile with this evidence, and the table says why (more seeds
-  narrow k). A metric that does not apply on some run is left unbounded too.
-* Policy bounds a calibrated table would inherit (``[default.<profile>.default]``: what any
-  model must show) are kept where the tolerance interval lies wholly on their passing side
-  (then the tighter of the two is written), written with an expected failure where it lies
-  wholly on their failing side (a finding every run reproduces), and overridden, with the
-  reason in the evidence, where it straddles them (the policy's verdict would depend on the
-  run). ``expected_failures`` is written only here.
+The rule, the screen, the false-alarm budget and their arithmetic: ``rule.py`` and
+docs/verdicts.md. Policy bounds a calibrated table would inherit (``[default.<profile>.default]``:
+what any model must show) are kept where the calibrated bound is looser, written with an
+expected failure where every run fails them (a finding), and overridden, with the reason in the
+evidence, where some runs pass and some fail (the verdict would depend on the seed); a metric
+the screen sends to the report keeps an inherited policy bound every run passes.
 
 Documented effects (``recipes.DOCUMENTED_EFFECTS``) become ``<metric>_effect`` gates of each
 candidate, with the per-seed paired changes as evidence; a gate that fails on every
-calibrated seed is written as an expected failure, the per-seed changes as the reason.
+calibrated seed, or whose sign-flip test across all of them rejects nothing, is written as an
+expected failure, the per-seed changes as the reason.
 
 The thread count changes the trained weights but is not in the model-cache key: each thread
 count trains into a cache folder of its own (``<cache>/threads-<t>``), in worker processes
@@ -49,8 +31,8 @@ import time
 from pathlib import Path
 
 from ..gates import Gates, recipe_of
-from .derive import Derived, derive, derive_effects, derive_metric
-from .rule import CONFIDENCE, COVERAGE, SIGNIFICANT, STORED, Rule, round_out, stored, tolerance_factor
+from .derive import Derived, bounds_count, derive, derive_effects, derive_metric
+from .rule import ALPHA_RUN, CONFIDENCE, COVERAGE, SIGNIFICANT, STORED, Rule, round_out, stored, tolerance_factor
 from .runs import Task, run_task, run_tasks
 from .write import machine, render
 
@@ -95,10 +77,12 @@ def calibrate(dataset: str, profile: str, seeds: list[int], threads: list[int], 
     seconds = time.perf_counter() - t0
     meta = {
         "command": command, "dataset": ds_name, "profile": gate_profile, "rule": rule.describe(),
-        "coverage": rule.coverage, "confidence": rule.confidence,
+        "false_alarm_budget": rule.alpha_run, "confidence": rule.confidence,
+        "bounds": sum(bounds_count(d) for d in tables.values()),
         "seeds": sorted({r["seed"] for r in results}), "threads": sorted({r["threads"] for r in results}),
         "runs": [f"s{r['seed']}/t{r['threads']}" for r in results],
-        "machine": machine(), "torch": str(torch.__version__), "date": dt.date.today().isoformat(),
+        "machine": machine(), "torch": str(torch.__version__), "regime": _common_regime(results),
+        "date": dt.date.today().isoformat(),
         "seconds": round(seconds, 1), "measured_seconds": round(sum(r.get("seconds", 0) for r in results), 1),
     }
     from ..io import atomic_write_text
@@ -108,6 +92,16 @@ def calibrate(dataset: str, profile: str, seeds: list[int], threads: list[int], 
     return {"tables": tables, "effects": effects, "seconds": seconds, "results": results, "meta": meta}
 
 
-__all__ = ["COVERAGE", "CONFIDENCE", "SIGNIFICANT", "STORED", "Derived", "Rule", "Task", "calibrate",
+def _common_regime(results: list[dict]) -> dict:
+    """The regime every calibration run shares (the thread count is listed apart); runs in
+    different regimes cannot make one table."""
+    regimes = [{k: v for k, v in r["regime"].items() if k != "threads"} for r in results]
+    if any(r != regimes[0] for r in regimes):
+        raise ValueError(f"the calibration runs computed in different regimes ({regimes[0]} vs "
+                         f"{next(r for r in regimes if r != regimes[0])}): calibrate one regime at a time")
+    return regimes[0]
+
+
+__all__ = ["ALPHA_RUN", "COVERAGE", "CONFIDENCE", "bounds_count", "SIGNIFICANT", "STORED", "Derived", "Rule", "Task", "calibrate",
            "derive", "derive_effects", "derive_metric", "machine", "render", "round_out", "run_task",
            "run_tasks", "stored", "tolerance_factor"]

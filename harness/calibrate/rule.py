@@ -1,5 +1,23 @@
-"""The stated rule: a one-sided normal tolerance bound from the values of the calibration runs
-(the package docstring says why these numbers)."""
+"""The stated rule: a one-sided normal tolerance bound on the scale where a metric's spread is
+well-behaved, a guard band beyond the most extreme calibration run, and a stability screen that
+sends a metric no rule can bound to the report instead of a gate (docs/verdicts.md says why).
+
+For a metric with values x_1..x_n over the calibration runs (n_s seeds):
+
+    t = T(x)                                    the metric's scale (``SCALES``)
+    bound = T^-1(mean(t) -/+ k * max(sd(t), T'(mean) * quantum))
+    bound = beyond the most extreme x by GUARD quanta, at least
+
+* ``T``: logit of the smoothed share for shares (x + q/2) / (1 + q), q the share's step (1/N);
+  log(x + max(q, 0.001)) for error measures (ECE, Brier, loss, set sizes); sqrt(x + 3/8) for
+  counts (Anscombe); atanh for correlations; the raw value for differences.
+* ``k`` is the one-sided normal tolerance factor: with confidence ``confidence`` (95%), at least
+  ``coverage`` of the runs of this recipe on the reference arithmetic (a new seed, 1 or 2
+  threads) lie on the passing side. Computed with the number of *seeds* as n (the 1- and
+  2-thread runs of one seed share its data subset and initialisation).
+* ``coverage`` = 1 - alpha / (bounds checked in a run), alpha the family-wise false-alarm budget
+  of a whole default run (``ALPHA_RUN``, 5%): Bonferroni over every bound of every model.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +26,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-COVERAGE = 0.9999
 CONFIDENCE = 0.95
+ALPHA_RUN = 0.05  # the false-alarm budget of one default run (every bound of every model checked)
+COVERAGE = 0.9999  # the per-bound coverage where no budget is split (a single metric's calibration)
 SIGNIFICANT = 4  # bounds are rounded outward to this many significant digits
 STORED = 6  # measured values are stored (and bounds derived from them) at this many significant digits
+GUARD = 2  # a bound lies at least this many quanta beyond the most extreme calibration run
+LOG_FLOOR = 1e-3  # error measures: differences below this are not told apart (log(x + floor))
+LOGIT_FLOOR = 1e-4  # continuous probabilities without a step: (x + f/2) / (1 + f)
+# The stability screen: such evidence does not support a normal rule on any scale
+MIN_DISTINCT = 5  # fewer distinct values
+MAX_BOUNDARY_SHARE = 0.1  # more of the runs at an end of the metric's range (a share stuck at 0)
+MAX_ROBUST_Z = 5.0  # a run this many robust sd (1.4826 MAD) from the median on the metric's scale
+SCALES = ("logit", "log", "sqrt", "fisher", "linear")
 
 
 def tolerance_factor(n: int, coverage: float = COVERAGE, confidence: float = CONFIDENCE) -> float:
@@ -41,29 +68,122 @@ def round_out(x: float, side: str, digits: int = SIGNIFICANT) -> float:
     return (math.floor(x * scale) if side == "min" else math.ceil(x * scale)) / scale
 
 
+def scale_of(metric) -> str:
+    """The scale a metric's spread is bounded on: its registered ``scale``, else by its unit and
+    range (shares in [0, 1]: logit; counts: sqrt; error measures from 0: log; the rest raw)."""
+    if getattr(metric, "scale", None):
+        return metric.scale
+    lo, hi = metric.lo, metric.hi
+    if metric.unit == "count":
+        return "sqrt"
+    if metric.unit == "share" and (lo, hi) == (0.0, 1.0):
+        return "logit"
+    if lo == 0.0 and metric.unit in ("probability", "nats", "score"):
+        return "log"
+    return "linear"
+
+
+class Scale:
+    """T, its inverse and its slope, with the smoothing that keeps the ends of a range finite."""
+
+    def __init__(self, name: str, quantum: float = 0.0):
+        if name not in SCALES:
+            raise ValueError(f"unknown scale {name!r}: one of {', '.join(SCALES)}")
+        self.name, self.q = name, float(quantum)
+        self.e = self.q / 2 if self.q > 0 else LOGIT_FLOOR / 2  # logit smoothing
+        self.f = max(self.q, LOG_FLOOR)  # log offset
+
+    def to(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        if self.name == "logit":
+            p = np.clip((x + self.e) / (1 + 2 * self.e), 1e-12, 1 - 1e-12)
+            return np.log(p / (1 - p))
+        if self.name == "log":
+            return np.log(np.maximum(x, 0) + self.f)
+        if self.name == "sqrt":
+            return np.sqrt(np.maximum(x, 0) + 0.375)
+        if self.name == "fisher":
+            return np.arctanh(np.clip(x, -0.999999, 0.999999))
+        return x
+
+    def back(self, t: float) -> float:
+        if self.name == "logit":
+            return float((0.5 + 0.5 * math.tanh(t / 2)) * (1 + 2 * self.e) - self.e)
+        if self.name == "log":
+            return float(math.exp(min(t, 700.0)) - self.f)
+        if self.name == "sqrt":
+            return float(max(t, 0.0) ** 2 - 0.375)
+        if self.name == "fisher":
+            return float(math.tanh(t))
+        return float(t)
+
+    def step(self, x: float) -> float:
+        """One quantum at ``x`` on this scale (the floor of the sd: a metric that took one value
+        on every run still has its resolution as spread)."""
+        if self.q <= 0:
+            return 0.0
+        lo, hi = self.to([x]), self.to([x + self.q])
+        return float(abs(hi[0] - lo[0]))
+
+
+def screen(values, metric, scale: Scale, labels: list[str] | None = None) -> str | None:
+    """Why the evidence cannot support a normal rule on the metric's scale (None: it can)."""
+    v = np.asarray(values, dtype=np.float64)
+    n = len(v)
+    distinct = len(np.unique(v))
+    if distinct < MIN_DISTINCT:
+        return f"only {distinct} distinct value{'s' if distinct != 1 else ''} in {n} runs (a rule needs {MIN_DISTINCT})"
+    at_ends = int(np.sum((v == metric.lo) | (v == metric.hi)))
+    if at_ends > MAX_BOUNDARY_SHARE * n:
+        end = ", ".join(f"{e:g}" for e in (metric.lo, metric.hi) if np.any(v == e))
+        return (f"{at_ends} of {n} runs at the end of its range ({end}): a share stuck there on most runs is "
+                "zero-inflated, and no normal rule bounds its tail")
+    t = scale.to(v)
+    med = float(np.median(t))
+    mad = 1.4826 * float(np.median(np.abs(t - med)))
+    spread = max(mad, scale.step(float(np.median(v))))
+    if spread > 0:
+        z = np.abs(t - med) / spread
+        i = int(np.argmax(z))
+        if z[i] > MAX_ROBUST_Z:
+            who = f"run {labels[i]}" if labels else "one run"
+            return (f"{who} ({v[i]:.4g}) lies {z[i]:.1f} robust sd from the median on the {scale.name} scale (limit "
+                    f"{MAX_ROBUST_Z:g}): a heavy tail a normal rule would understate")
+    return None
+
+
 @dataclass(frozen=True)
 class Rule:
-    coverage: float = COVERAGE
     confidence: float = CONFIDENCE
+    alpha_run: float = ALPHA_RUN
 
     def describe(self) -> str:
-        return (f"mean -/+ k * max(sd, quantum), k the one-sided normal tolerance factor for {self.coverage:.2%} of "
-                f"runs at {self.confidence:.0%} confidence over the number of seeds; rounded outward to "
+        return (f"on each metric's scale (logit of a share, log of an error measure, sqrt of a count): mean -/+ k * "
+                f"max(sd, one quantum), k the one-sided normal tolerance factor over the number of seeds at "
+                f"{self.confidence:.0%} confidence for the per-bound coverage 1 - {self.alpha_run:g} / (bounds "
+                f"checked in a run); at least {GUARD} quanta beyond the most extreme run; rounded outward to "
                 f"{SIGNIFICANT} significant digits")
 
-    def bound(self, values, side: str, n_seeds: int, quantum: float = 0.0) -> tuple[float | None, dict]:
-        """(bound, evidence) for one side ("min" or "max") of a metric's values; the bound is
-        None when the values cannot support one (no spread and no quantum)."""
+    def bound(self, values, side: str, n_seeds: int, quantum: float = 0.0, scale: str = "linear",
+              coverage: float = COVERAGE) -> tuple[float | None, dict]:
+        """(bound, evidence) for one side ("min" or "max") of a metric's values on ``scale``; the
+        bound is None when the values cannot support one (no spread and no quantum)."""
         v = np.asarray(values, dtype=np.float64)
         quantum = stored(quantum)
-        sd = float(v.std(ddof=1)) if len(v) > 1 else 0.0
-        used = max(sd, quantum)
-        k = tolerance_factor(n_seeds, self.coverage, self.confidence)
-        ev = {"n": int(len(v)), "seeds": int(n_seeds), "mean": stored(v.mean()), "sd": stored(sd),
-              "quantum": stored(quantum), "k": stored(k), "min": float(v.min()), "max": float(v.max()),
+        T = Scale(scale, quantum)
+        t = T.to(v)
+        sd_t = float(t.std(ddof=1)) if len(v) > 1 else 0.0
+        k = tolerance_factor(n_seeds, coverage, self.confidence)
+        mean = float(v.mean())
+        ev = {"n": int(len(v)), "seeds": int(n_seeds), "mean": stored(mean),
+              "sd": stored(float(v.std(ddof=1)) if len(v) > 1 else 0.0), "quantum": quantum, "scale": scale,
+              "coverage": coverage, "k": stored(k), "min": float(v.min()), "max": float(v.max()),
               "values": [float(x) for x in v]}
+        used = max(sd_t, T.step(mean))
         if used == 0:
             return None, ev
-        mean = float(v.mean())
-        raw = mean - k * used if side == "min" else mean + k * used
+        m_t = float(t.mean())
+        raw = T.back(m_t - k * used if side == "min" else m_t + k * used)
+        guard = float(v.min()) - GUARD * quantum if side == "min" else float(v.max()) + GUARD * quantum
+        raw = min(raw, guard) if side == "min" else max(raw, guard)
         return round_out(raw, side), ev

@@ -77,11 +77,11 @@ def run_task(task: Task) -> dict:
                    gates_path=Path(task.gates), report_root=None, candidates=list(task.candidates),
                    recipe_files=[Path(p) for p in task.recipe_files], cache_dir=Path(task.cache_dir) if task.cache_dir
                    else None, imbalance=task.imbalance, image_size=task.image_size, arch=task.arch, seed=task.seed,
-                   autoattack=task.autoattack)
+                   autoattack=task.autoattack, threads=task.threads)
     s = Session.create(opts, Gates.load(task.gates))
     data = s.data
     out: dict = {"seed": task.seed, "threads": torch.get_num_threads(), "models": {}, "quanta": {},
-                 "classes": list(data.classes)}
+                 "classes": list(data.classes), "regime": s.plan.regime}
     for m in s.plan.models:
         values, quanta = {}, {}
         ev = s.run.evaluation(m)

@@ -23,7 +23,7 @@ EXPECTED_FAILURES = "expected_failures"
 INCLUDE = "include"
 POLICY = "policy"  # a table's bounds are policy (what any model must show), not measured spread: it says why
 CALIBRATION = "calibration"
-MIN_EFFECT_SEEDS = 3  # an effect of a recipe is decided on at least this many training seeds
+MIN_EFFECT_SEEDS = 6  # an effect of a recipe is decided on at least this many seeds (compare.effect_test: 1/2^6 < 0.025)
 # which kinds suit which direction
 _ALLOWED = {
     HIGHER: {"min", "min_delta", "min_ratio", "effect"},
@@ -66,6 +66,15 @@ class Gate:
             return None
         ev = (self.evidence or {}).get(label)
         return replace(self, bound=self.bound[label], evidence=ev)
+
+    @property
+    def calibration(self) -> dict | None:
+        """The [calibration] of the file a calibrated bound comes from (its runs and regime)."""
+        e = self.evidence or {}
+        if isinstance(e.get("calibration"), dict):
+            return e["calibration"]
+        return next((v["calibration"] for v in e.values() if isinstance(v, dict)
+                     and isinstance(v.get("calibration"), dict)), None)
 
     @property
     def expectation(self) -> str:

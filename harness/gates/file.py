@@ -190,6 +190,7 @@ class _Table:
     unbounded: dict[str, str]
     file: str  # the label of the file it comes from
     policy: str | None = None  # why its bounds are policy rather than measured spread
+    calibration: dict | None = None  # the file's [calibration] (its runs and regime), for a calibrated table
 
 
 class Gates:
@@ -287,7 +288,7 @@ class Gates:
                     self._tables[(ds, profile, model)] = _Table(
                         absolute, relative,
                         (_parse_expected(table, absolute, src), _parse_expected(rel, relative, rel_src)),
-                        _parse_unbounded(table, src), self.label, policy)
+                        _parse_unbounded(table, src), self.label, policy, calibration)
 
     @property
     def _parsed(self) -> dict[tuple[str, str, str], tuple[dict[str, Gate], dict[str, Gate]]]:
@@ -403,6 +404,16 @@ class Gates:
         for c in self._chain(dataset, profile, model):
             for part in self._tables[c].expected:
                 out.update(part)
+        return out
+
+    def calibrations_for(self, dataset: str, profile: str, models) -> dict[str, dict]:
+        """{file label: [calibration]} of the calibrated tables that bound any of ``models``."""
+        out: dict[str, dict] = {}
+        for model in models:
+            for c in self._chain(dataset, profile, model):
+                t = self._tables[c]
+                if t.calibration:
+                    out[t.file] = t.calibration
         return out
 
     def where(self, dataset: str, profile: str, model: str) -> str:

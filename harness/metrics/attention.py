@@ -59,7 +59,8 @@ def _explain(name, description, direction, unit="score", paired=True, **kwargs):
     return register(name, "explain", description, direction, unit, needs=("attention",), paired=paired, **kwargs)
 
 
-@_explain("cam_gini", "Gini index of the heatmap (0 spread evenly, 1 on one cell), mean over valid maps", NEUTRAL, range_=(0.0, 1.0))
+@_explain("cam_gini", "Gini index of the heatmap (0 spread evenly, 1 on one cell), mean over valid maps", NEUTRAL,
+          range_=(0.0, 1.0), scale="logit")
 def cam_gini(a: Attention) -> float:
     return _valid_mean(a, a.gini, "the Gini index")
 
@@ -94,7 +95,7 @@ def cam_insertion_gap(a: Attention) -> float:
 
 
 @_explain("cam_randomisation_corr", "sanity: rank correlation of the maps with those after randomising the "
-          "weights down to the CAM layer", LOWER, range_=(-1.0, 1.0))
+          "weights down to the CAM layer", LOWER, range_=(-1.0, 1.0), scale="fisher")
 def cam_randomisation_corr(a: Attention) -> float:
     return _valid_mean(a, a.randomisation, "the randomisation check")
 

@@ -25,6 +25,8 @@ class Metric:
     hi: float = math.inf
     gated: bool = True  # a stress test checks it (False: descriptive, reported only)
     resolution: str | None = None  # its smallest step: "one" (a count), "image" (1 / images measured), None
+    scale: str | None = None  # where its spread is bounded (calibrate.rule.scale_of: by unit and range if None)
+    null: float | None = None  # what a model with no skill at it shows (AUROC 0.5): a bound beyond it checks nothing
 
     def compute(self, *evidence, index: int | None = None) -> float:
         value = self.fn(*evidence) if self.per is None else self.fn(*evidence, index)
@@ -54,13 +56,13 @@ UNIT_RESOLUTION = {"count": "one", "share": "image"}
 
 
 def register(name, family, description, direction, unit, needs=("test",), per=None, paired=True, range_=None,
-             gated=True, resolution=None):
+             gated=True, resolution=None, scale=None, null=None):
     def deco(fn):
         if name in REGISTRY:
             raise ValueError(f"metric {name!r} is defined twice")
         lo, hi = range_ if range_ is not None else UNIT_RANGE[unit]
         REGISTRY[name] = Metric(name, family, description, direction, unit, fn, tuple(needs), per, paired, lo, hi,
-                                gated, resolution or UNIT_RESOLUTION.get(unit))
+                                gated, resolution or UNIT_RESOLUTION.get(unit), scale, null)
         return fn
 
     return deco

@@ -49,8 +49,8 @@ def verdict_line(record: dict) -> str:
         und = v.get("undecided") or []
         return (f"PASS: all {v.get('gates_checked', 0) - len(xf)} gates checked passed"
                 + (f", {len(xf)} failed as gates.toml expects ({', '.join(xf)})" if xf else "")
-                + (f"; {len(und)} documented effect(s) not decided on one training run ({', '.join(und)}: "
-                   "--seeds 3 or more decides)" if und else ""))
+                + (f"; {len(und)} documented effect(s) not decided ({', '.join(und)}: too few training seeds, "
+                   "--seeds 6 or more decides; or held against the expectation on one block of seeds)" if und else ""))
     return "FAIL: " + "; ".join(v.get("reasons") or ["see the gates"])
 
 
@@ -430,6 +430,16 @@ def measured_on_line(m: dict | None, device: str | None) -> str:
     return text
 
 
+def _regime_line(run: dict) -> str:
+    """The arithmetic the run computed in, and whether each calibrated table gated it."""
+    r = run.get("regime") or {}
+    if not r:
+        return DASH
+    parts = [r.get("device"), r.get("precision"), r.get("kernels") and f"{r['kernels']} kernels",
+             r.get("threads") and f"{r['threads']} threads", r.get("torch") and f"torch {r['torch']}"]
+    return "; ".join([", ".join(p for p in parts if p), *(run.get("regime_notes") or [])])
+
+
 def table_metadata(record: dict) -> Table:
     run = record.get("run") or {}
     git = run.get("git") or {}
@@ -451,6 +461,7 @@ def table_metadata(record: dict) -> Table:
         ["Where the time went", time_spent_line(record.get("time_spent") or {}) or DASH],
         ["Device", f"{run.get('device', DASH)} ({run.get('device_name', DASH)})"],
         ["Measured on", measured_on_line(run.get("measured_on"), run.get("device"))],
+        ["Regime", _regime_line(run)],
         ["Command", run.get("command", DASH)],
         ["Gates file", run.get("gates_file", DASH)],
         ["Git commit", commit],

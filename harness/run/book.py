@@ -39,6 +39,7 @@ class GateBook:
     records: list[GateRecord] = field(default_factory=list)
     test_outcomes: dict[str, str] = field(default_factory=dict)
     _unbounded: dict[str, list[str]] = field(default_factory=dict)
+    _regime_dropped: dict[tuple[str, str], str] = field(default_factory=dict)  # (model, metric) -> why
 
     @property
     def plan(self):
@@ -49,19 +50,36 @@ class GateBook:
 
     # ------------------------------------------------------------------ bounds
     def absolute_gates(self, model: str, metric: str, label: str | None = None) -> list[Gate]:
-        """The model's bounds on ``metric`` (narrowed to one class of a per-class metric)."""
+        """The model's bounds on ``metric`` (narrowed to one class of a per-class metric); a
+        calibrated bound whose regime is not the model's is reported, not gated (``_in_regime``)."""
         found = self.plan.gates.absolute(*self._key(), model)
         gates = [found[k] for k in (f"{metric}_min", f"{metric}_max") if k in found]
         if label is not None:
             gates = [g.for_label(label) for g in gates]
-        return [g for g in gates if g is not None]
+        return [g for g in gates if g is not None and self._in_regime(model, g)]
 
     def relative_gates(self, model: str) -> dict[str, Gate]:
-        return self.plan.gates.relative(*self._key(), model)
+        return {k: g for k, g in self.plan.gates.relative(*self._key(), model).items() if self._in_regime(model, g)}
+
+    def _in_regime(self, model: str, gate: Gate) -> bool:
+        """Whether a bound may gate ``model``: a calibrated bound only where the model was trained
+        and measured in the calibration's regime (precision, kernels, threads, torch)."""
+        from .. import regime
+
+        cal = gate.calibration
+        if not cal:
+            return True
+        differs = regime.mismatch(self.run.model_regime(model), cal.get("regime"), cal.get("threads"))
+        if differs:
+            self._regime_dropped[(model, gate.metric)] = (
+                f"calibrated in another regime ({'; '.join(differs)}): reported, not gated")
+        return not differs
 
     def unbounded_reason(self, model: str, metric: str, label: str | None = None) -> str | None:
-        """Why gates.toml leaves ``metric`` unbounded for this model, where a table says."""
-        return self.plan.gates.unbounded_reason(*self._key(), model, metric, label)
+        """Why ``metric`` has no bound for this model: a table says so, or its calibrated bound
+        belongs to another regime."""
+        return self._regime_dropped.get((model, metric)) or \
+            self.plan.gates.unbounded_reason(*self._key(), model, metric, label)
 
     def _first_seed_only(self, model: str) -> None:
         """With seed_gates = "mean", a later seed's model is gated through its first seed's
@@ -132,8 +150,20 @@ class GateBook:
         except NotApplicable as exc:
             outcome = not_applicable(gate, str(exc))
         outcome = expect_failure(outcome, self.plan.gates.expected_failure(*self._key(), model, key, relative=True))
+        if outcome.status == "xpass" and gate.kind == "effect" and (outcome.basis or "").startswith("across"):
+            outcome = self._unconfirmed(model, outcome)
         self.records.append(GateRecord(test, model, outcome))
         return outcome
+
+    def _unconfirmed(self, model: str, outcome: Outcome) -> Outcome:
+        """An effect the calibration expects to fail held on this run's seeds: a warning (shown,
+        not failing the run) until a disjoint block of seeds confirms it."""
+        seeds = [self.plan.recipes[m].seed for m in self.plan.replicas(model)]
+        again = f"--seed {max(seeds) + 1} --seeds {len(seeds)}"
+        return replace(outcome, status="undecided", message=(
+            f"{outcome.message.split(' [but ')[0]} [UNCONFIRMED: gates.toml expects this effect to fail; one block of "
+            f"seeds ({min(seeds)}-{max(seeds)}) is not enough to overturn that. Rerun on a disjoint block ({again}); if "
+            "it holds there too, remove the expectation]"))
 
     def effect_outcome(self, model: str, gate: Gate) -> Outcome:
         """A documented effect judged on what can decide it (``Run.effect_basis``)."""
@@ -158,12 +188,8 @@ class GateBook:
         first = plan.replicas(model)[0]
         if model != first:
             raise NotApplicable(f"an effect is judged once across the seeds, by {first}'s test")
-        d = run.seed_change(model, gate.metric)
-        outcome = check(gate, d["delta"], reference=float(np.mean(run.seed_values(base, gate.metric))),
-                        interval=d["seed_ci"], basis=f"across {len(d['deltas'])} training seeds")
-        deltas = ", ".join(f"{v:+.4g}" for v in d["deltas"])
-        return replace(outcome, message=f"{outcome.message}; per-seed changes {deltas}; candidate better on "
-                                        f"{d['better_share']:.0%} of seeds")
+        d = run.effect_decision(model, gate.metric, str(gate.bound), gate.margin)
+        return seed_effect(gate, d, float(np.mean(run.seed_values(base, gate.metric))))
 
     # ------------------------------------------------------------------ counts
     def counts(self, model: str) -> dict[str, int]:
@@ -203,6 +229,24 @@ class GateBook:
             seen = self._unbounded.setdefault(model, [])
             seen.extend(m for m in names if m not in seen)
         self.run.diverged.update(state["diverged"])
+
+
+def seed_effect(gate: Gate, d: dict, reference: float) -> Outcome:
+    """A documented effect decided across training seeds by the exact sign-flip test with Holm's
+    correction (``Run.effect_decision``); the t-interval across seeds is shown beside it."""
+    from ..gates.bounds import effect_text, figure
+
+    n = len(d["deltas"])
+    basis = f"across {n} training seeds"
+    verdict = "as expected" if d["held"] else "NOT as expected"
+    test = (f"exact sign-flip p = {d['p']:.3g} {'<=' if d['held'] else '>'} {d['level']:.3g}"
+            + (f" (Holm over {d['family']} effects)" if d.get("family", 1) > 1 else ""))
+    deltas = ", ".join(f"{v:+.4g}" for v in d["deltas"])
+    interval = d["seed_ci"] or [d["delta"], d["delta"]]
+    msg = (f"{gate.metric} {effect_text(d['delta'], interval, basis)} vs baseline {figure(reference)}: {verdict} "
+           f"({gate.expectation}: {test}); per-seed changes {deltas}; candidate better on {d['better_share']:.0%} of "
+           f"seeds ({gate.source})")
+    return Outcome(gate, d["delta"], "passed" if d["held"] else "failed", msg, reference, None, list(interval), basis)
 
 
 def _over_seeds(outcome: Outcome, values: list[float]) -> Outcome:

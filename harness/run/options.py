@@ -27,6 +27,8 @@ class Options:
     profile_asked: str = ""  # what --profile said ("auto" resolves to smoke or full)
     deterministic: bool = False
     compile: bool = False
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on a CPU), fp32 or bf16 (harness.regime)
+    threads: int | None = None  # CPU threads (None: the reference count where calibrated bounds gate the run)
     # a dataset of one's own (harness/custom_data.py) and one's own model (harness/models.py)
     image_size: int | None = None
     datasets_file: Path | None = None

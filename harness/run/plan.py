@@ -76,7 +76,8 @@ class Plan:
     def __post_init__(self):
         o = self.options
         self.device = worker_device(train.resolve_device(o.device))
-        self.runtime = train.Runtime.default(self.device, deterministic=o.deterministic, compile=o.compile)
+        self.runtime = train.Runtime.default(self.device, deterministic=o.deterministic, compile=o.compile,
+                                             precision=o.precision)
         builtin = o.dataset in data.DATASETS
         if not builtin and self.dataset is None:  # one's own data: its shape decides the baseline, read now
             self.dataset = custom_data.load(o.dataset, o.image_size, o.datasets_file, o.flip_invariant)
@@ -86,6 +87,7 @@ class Plan:
             known = (*data.DATASETS, *custom_data.registered(o.datasets_file))
             self.gates.check_run(self.dataset_name, self.gate_profile, self.models, known_datasets=known,
                                  known_models=recipes.names())
+        self._set_threads()
         if o.cam_layer is not None:  # checked now, before any training: the layer must exist
             for r in {r.arch: r for r in self.recipes.values()}.values():
                 probe = models_mod.build(r.arch, r.dataset, 10, 3 if shape is None else shape[0], shape)
@@ -93,6 +95,55 @@ class Plan:
                     explain.resolve_layer(probe, o.cam_layer)
                 except ValueError as exc:
                     raise ValueError(f"--cam-layer {o.cam_layer!r} does not fit {r.arch}: {exc}") from None
+
+    # ------------------------------------------------------------------ the regime
+    def calibrations(self) -> dict[str, dict]:
+        """The calibrated tables that bound this run's models: {file label: its [calibration]}."""
+        if self.gates is None:
+            return {}
+        return self.gates.calibrations_for(self.dataset_name, self.gate_profile, self.models)
+
+    def _set_threads(self) -> None:
+        """CPU threads: ``--threads``, else ``OMP_NUM_THREADS``, else the reference count where
+        calibrated bounds gate the run (``regime.REFERENCE_THREADS``: the counts they were measured
+        at), else every core; pytest-xdist workers share the cores."""
+        import os
+
+        from .. import regime
+
+        if self.device.type != "cpu":
+            return
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+        if self.options.threads:
+            torch.set_num_threads(self.options.threads)
+        elif "OMP_NUM_THREADS" in os.environ:
+            return
+        elif self.calibrations():
+            torch.set_num_threads(regime.default_threads(workers))
+        elif workers > 1:  # N workers with every core each would oversubscribe the CPU
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+    @property
+    def regime(self) -> dict:
+        """The arithmetic this run trains and measures in (``harness.regime``)."""
+        from .. import regime
+
+        return regime.of_run(self.device.type, self.runtime.precision, torch.get_num_threads(),
+                             self.runtime.key_fields())
+
+    def regime_notes(self) -> list[str]:
+        """One line per calibrated table: whether it gates this run, and if not, why."""
+        from .. import regime
+
+        out = []
+        for label, cal in self.calibrations().items():
+            differs = regime.mismatch(self.regime, cal.get("regime"), cal.get("threads"))
+            if differs:
+                out.append(f"{label}: calibrated in another regime ({'; '.join(differs)}): its bounds are "
+                           f"REPORTED, NOT GATED. {regime.HOW_TO_MATCH}")
+            else:
+                out.append(f"{label}: calibrated in this regime ({regime.describe(self.regime)}): gated")
+        return out
 
     def _plan_recipes(self, builtin: bool, shape) -> None:
         """Baseline, candidates, recipe files, the base seed, checkpoints, imbalance, seeds."""
@@ -231,8 +282,25 @@ class Plan:
                                       cam_method=o.cam_method, cam_layer=o.cam_layer,
                                       published=data.cifar_c(self.data, o.data_root), ood_images=sizes["ood_images"],
                                       ood_path=o.ood, data_root=o.data_root, conformal_alpha=o.conformal_alpha,
-                                      autoattack_images=p.autoattack_images if o.autoattack is None else o.autoattack)
+                                      autoattack_images=p.autoattack_images if o.autoattack is None else o.autoattack,
+                                      cache_dir=self.evidence_dir)
         return self._settings
+
+    @property
+    def evidence_dir(self) -> str | None:
+        """The evidence cache folder beside the model cache (None when the cache is off)."""
+        from .. import cache
+
+        if not self.options.use_cache:
+            return None
+        return str((self.options.cache_dir or cache.default_cache_dir()) / "evidence")
+
+    def ood_left_out(self) -> dict[str, str]:
+        """Built-in OOD sets this run does not use, and why (``ood.screen``)."""
+        from .. import ood
+
+        s = self.settings
+        return ood.left_out(self.data, s.data_root, s.ood_images, s.cache_dir)
 
     def model_gflop(self) -> float | None:
         """GFLOP per image of the baseline's architecture (what measurement sizes scale with on a

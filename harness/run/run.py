@@ -94,12 +94,8 @@ class Run:
     @property
     def evidence_cache(self) -> EvidenceCache | None:
         """Evidence kept across runs beside the model cache (none when the cache is off)."""
-        from .. import cache
-
-        o = self.plan.options
-        if not o.use_cache:
-            return None
-        return EvidenceCache((o.cache_dir or cache.default_cache_dir()) / "evidence")
+        folder = self.plan.evidence_dir
+        return None if folder is None else EvidenceCache(folder)
 
     def _model_key(self, name: str, result: train.TrainResult) -> str | None:
         """What the model is, for the evidence cache: its model-cache key (and fitted
@@ -152,6 +148,21 @@ class Run:
 
     def result(self, name: str) -> train.TrainResult:
         return self.evaluation(name).result
+
+    def model_regime(self, name: str) -> dict:
+        """The regime a model's numbers were computed in: the run's, with the precision, kernels
+        and CPU threads it was trained with (a cached model keeps those of its training)."""
+        from .. import regime
+
+        r = dict(self.plan.regime)
+        trained = self.result(name).trained_in if name not in self.fixed else {}
+        if trained:
+            rt = self.plan.runtime
+            r.update(regime.of_run(self.plan.device.type, trained.get("precision", rt.precision),
+                                   int(trained.get("cpu_threads") or r.get("threads") or 1), trained))
+            r["kernels"] = trained.get("kernels", r.get("kernels"))
+            r["torch"] = str(trained.get("torch", r["torch"])).split("+")[0]
+        return r
 
     def samples(self, name: str, split: str = "test") -> metrics.Samples:
         return self.evaluation(name).samples(split)
@@ -229,6 +240,50 @@ class Run:
                 "bootstrap_ci": self.paired_change(pairs[0][0], metric)["ci"] if metrics.get(metric).paired else None,
                 "direction": direction}
 
+    def effect_family(self, model: str) -> list[str]:
+        """The metrics of a candidate's documented effects (its ``*_effect`` gates and the
+        recipe's documented effect): one family, Holm-corrected together."""
+        found = [] if self.plan.gates is None else [
+            g.metric for g in self.plan.gates.relative(self.plan.dataset_name, self.plan.gate_profile, model).values()
+            if g.kind == "effect"]
+        effect = recipes.DOCUMENTED_EFFECTS.get(recipe_of(model))
+        return list(dict.fromkeys(found + ([] if effect is None else [c[0] for c in effect.checks])))
+
+    def effect_decision(self, model: str, metric: str, expect: str, margin: float) -> dict:
+        """A documented effect decided across seeds: the per-seed changes (``seed_change``), the
+        exact sign-flip test of them (``compare.effect_test``) and Holm's decision over the
+        candidate's family of effects at ``compare.EFFECT_LEVEL``: {"held", "p", "level", ...}."""
+        from ..gates import recipe_of as _recipe
+
+        first = self.plan.replicas(model)[0]
+        key = (first, "effects")
+        if key not in self._changes:
+            tests = {}
+            checks = {c[0]: c for c in (recipes.DOCUMENTED_EFFECTS[_recipe(first)].checks
+                                        if _recipe(first) in recipes.DOCUMENTED_EFFECTS else [])}
+            for g in ([] if self.plan.gates is None else
+                      self.plan.gates.relative(self.plan.dataset_name, self.plan.gate_profile, first).values()):
+                if g.kind == "effect":
+                    checks[g.metric] = (g.metric, str(g.bound), g.margin)
+            for name in self.effect_family(first):
+                if name not in checks:
+                    continue
+                try:
+                    sc = self.seed_change(first, name)
+                except NotApplicable:
+                    continue
+                _, exp, mar = checks[name]
+                tests[name] = {**sc, **compare.effect_test(sc["deltas"], exp, sc["direction"], mar)}
+            decided = compare.holm({k: v["p"] for k, v in tests.items()})
+            self._changes[key] = {k: {**v, "held": decided[k][0], "level": decided[k][1], "family": len(tests)}
+                                  for k, v in tests.items()}
+        family = self._changes[key]
+        if metric not in family:  # an effect gate outside the family (its metric does not apply): tested alone
+            sc = self.seed_change(first, metric)
+            t = compare.effect_test(sc["deltas"], expect, sc["direction"], margin)
+            return {**sc, **t, "held": t["p"] <= compare.EFFECT_LEVEL, "level": compare.EFFECT_LEVEL, "family": 1}
+        return family[metric]
+
     def effect_basis(self, model: str) -> str:
         """What a documented effect of ``model`` can be decided on: ``"checkpoints"`` (both
         models are fixed artefacts: the paired interval over test images is the claim),
@@ -258,10 +313,9 @@ class Run:
         if out["basis"] == "checkpoints":
             out["held"] = compare.effect_holds(expect, d["ci"], d["direction"], margin)
         elif out["basis"] == "seeds":
-            sc = self.seed_change(name, metric)
+            sc = self.effect_decision(name, metric, expect, margin)
             out.update(seed_delta=sc["delta"], seed_ci=sc["seed_ci"], deltas=sc["deltas"],
-                       better_share=sc["better_share"],
-                       held=compare.effect_holds(expect, sc["seed_ci"], d["direction"], margin))
+                       better_share=sc["better_share"], p=sc["p"], level=sc["level"], held=sc["held"])
         return out
 
     def comparison(self, name: str) -> dict:
