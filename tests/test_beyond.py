@@ -228,10 +228,63 @@ def test_ood_metrics_fail_for_a_model_confident_on_everything():
     assert metrics.ood_auroc(bad, "uniform") < 0.6 and metrics.ood_confident_share(bad, "uniform") > 0.9
     assert metrics.ood_fpr95(bad, "uniform") > 0.9
     fails_with("ood_auroc", "min", 0.6, metrics.ood_auroc(bad, "uniform"), r"ood_auroc=0(\.[0-5]\d*)? < min 0\.6 .*")
-    fails_with("ood_confident_share", "max", 0.5, metrics.ood_confident_share(bad, "uniform"),
-               r"ood_confident_share=(1|0\.9\d*) > max 0\.5 .*")
+    fails_with("ood_mean_confidence", "max", 0.9, metrics.ood_mean_confidence(bad, "uniform"),
+               r"ood_mean_confidence=(1|0\.9\d*) > max 0\.9 .*")
+    assert metrics.ood_mean_confidence(good, "uniform") == pytest.approx(np.mean(sound_noise["msp"]))
     with pytest.raises(metrics.NotApplicable, match="'digits' was not measured"):
         metrics.ood_auroc(good, "digits")
+
+
+class _Data:
+    """The parts of a Dataset the OOD sets read."""
+
+    def __init__(self, test_x, name="own", builtin=False):
+        self.test_x, self.name, self.builtin = test_x, name, builtin
+        self.image_shape = tuple(test_x.shape[1:])
+        self.fingerprint = f"fp-{name}-{len(test_x)}"
+
+
+def test_every_built_in_set_is_a_sample_of_distinct_images():
+    """No set of one image repeated (a blank set of 1,000 black frames was one softmax value gated
+    three times): every synthetic image differs from every other, the near-blank ones stay dark."""
+    data = _Data(torch.randint(0, 256, (1200, 1, 28, 28), generator=torch.Generator().manual_seed(0),
+                               dtype=torch.uint8))
+    for name in ood.SYNTHETIC:
+        x = ood.synthetic(name, data, 1000)
+        assert len({bytes(i.numpy().tobytes()) for i in x}) == 1000, name
+    blank = ood.synthetic("blank", data, 1000).float()
+    assert blank.mean() < 20 and blank.flatten(1).mean(1).max() < 40 and blank.flatten(1).std(1).min() > 0
+
+
+def test_a_set_of_the_same_kind_of_images_as_the_test_split_is_left_out():
+    """sklearn's digits on a dataset of handwritten digits (other writers' digits as its test
+    split) is not out of distribution there: the screen leaves it out and says why; on other data
+    (noise images as the test split) it is kept. A copy of test images is caught as near-duplicates."""
+    from sklearn.datasets import load_digits
+
+    d = torch.as_tensor(load_digits().images, dtype=torch.float32)[:, None] / 16.0
+    digits = (torch.nn.functional.interpolate(d, size=(28, 28), mode="bilinear", align_corners=False)
+              .clamp(0, 1) * 255).round().to(torch.uint8)
+    own_digits = _Data(digits[1000:], "my-digits")
+    r = ood.screen(ood._digits((1, 28, 28), 1000), own_digits.test_x)
+    assert not r["ood"] and r["inlier_share"] > ood.INLIER_SHARE_MAX and "the same kind of image" in r["why"]
+    assert "digits" in ood.left_out(own_digits) and "digits" not in ood.sets(own_digits)
+    noise = _Data(torch.randint(0, 256, (500, 1, 28, 28), generator=torch.Generator().manual_seed(1),
+                                dtype=torch.uint8), "noise")
+    assert ood.screen(ood._digits((1, 28, 28), 1000), noise.test_x)["ood"]
+    copies = ood.screen(digits[1000:1300], own_digits.test_x)
+    assert not copies["ood"] and copies["near_duplicates"] == 1.0 and "near-duplicates" in copies["why"]
+
+
+def test_the_screen_is_kept_in_the_cache(tmp_path):
+    data = _Data(torch.randint(0, 256, (200, 1, 28, 28), generator=torch.Generator().manual_seed(2),
+                               dtype=torch.uint8), "cached")
+    first = ood.left_out(data, None, 300, tmp_path)
+    (kept,) = tmp_path.glob("ood-screen_*.json")
+    ood._SCREENED.clear()
+    kept.write_text('{"uniform": "planted reason"}')  # read back, not screened again
+    assert ood.left_out(data, None, 300, tmp_path) == {"uniform": "planted reason"} != first
+    ood._SCREENED.clear()
 
 
 def test_energy_and_max_logit_scores():

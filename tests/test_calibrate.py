@@ -41,30 +41,97 @@ def test_bounds_round_outward():
 
 
 def test_rule_floors_the_spread_at_the_metric_resolution():
-    b, ev = Rule(0.9999).bound([0, 0, 0, 0], "max", n_seeds=4, quantum=1.0)
+    b, ev = Rule().bound([0, 0, 0, 0], "max", n_seeds=4, quantum=1.0, scale="linear", coverage=0.9999)
     assert b == round_out(tolerance_factor(4, 0.9999), "max") and ev["sd"] == 0 and ev["quantum"] == 1
     assert Rule().bound([0.5, 0.5], "min", 2)[0] is None  # no spread, no resolution: no bound
 
 
+@pytest.mark.parametrize("scale, xs, q", [("logit", [0.0, 0.001, 0.5, 0.97, 1.0], 0.001), ("log", [0.0, 0.01, 2.5], 0.0),
+                                          ("sqrt", [0, 3, 40], 1.0), ("fisher", [-0.9, 0.0, 0.5], 0.0),
+                                          ("linear", [-0.3, 0.2], 0.0)])
+def test_each_scale_goes_back_to_where_it_came_from(scale, xs, q):
+    from harness.calibrate.rule import Scale
+
+    s = Scale(scale, q)
+    assert [s.back(t) for t in s.to(xs)] == pytest.approx(xs, abs=1e-9)
+    assert all(np.isfinite(s.to(xs)))  # the ends of a range stay finite (smoothed)
+
+
+def test_a_share_is_bounded_on_the_logit_scale_inside_its_range():
+    """Shirt's accuracy (mean 0.53, sd 0.1 over runs): a normal rule on the raw scale gives a floor
+    below 0 (it could not fail); on the logit scale the floor stays inside [0, 1] and still fails a
+    class the model never predicts."""
+    vals = [0.8, 0.822, 0.885, 0.637, 0.476, 0.53, 0.435, 0.451, 0.607, 0.508, 0.52, 0.454,  # 2026-12-02's spread
+            0.331, 0.641, 0.51, 0.467, 0.55, 0.42, 0.596, 0.38, 0.61, 0.49, 0.561, 0.47]
+    bounds, ev, why, _ = derive_metric("class_accuracy[Shirt]", vals, [0.001] * 24, 12, Rule(), {}, coverage=0.9997)
+    assert why is None and 0 < bounds["min"] < min(vals) and ev["scale"] == "logit"
+    raw = np.mean(vals) - tolerance_factor(12, 0.9997) * np.std(vals, ddof=1)
+    assert raw < 0.05  # the raw-scale rule would let nearly everything through
+
+
+def test_the_screen_sends_what_no_normal_rule_bounds_to_the_report():
+    """Zero-inflated, too few distinct values, an outlier: reported with the reason, not gated;
+    an inherited policy bound every run passes is kept (it is a defect bound)."""
+    zeros = [0.0] * 16 + [0.001, 0.004, 0.02, 0.07]  # confident share on uniform noise, 2026-12-02
+    bounds, ev, why, _ = derive_metric("ood_auroc[uniform]", [1 - v for v in zeros], [0.001] * 20, 10, Rule(), {})
+    assert not bounds and "16 of 20 runs at the end of its range (1)" in why and "zero-inflated" in why
+    bounds, ev, why, _ = derive_metric("errors", [5, 5, 6, 5, 6, 5], [1] * 6, 6, Rule(), {})
+    assert not bounds and "only 2 distinct values in 6 runs" in why
+    tail = [0.01, 0.012, 0.011, 0.013, 0.0105, 0.0115, 0.012, 0.0125, 0.30]
+    bounds, ev, why, _ = derive_metric("ece_over", tail, [0] * 9, 9, Rule(), {}, labels=[f"r{i}" for i in range(9)])
+    assert not bounds and why.startswith("run r8 (0.3) lies ") and "robust sd from the median on the log scale" in why
+    bounds, ev, why, _ = derive_metric("ece_over", tail, [0] * 9, 9, Rule(), {"max": (0.5, "g [default]")})
+    assert not bounds and why is None and ev["policy_kept"]["bound"] == 0.5 and "robust sd" in ev["screen"]
+
+
+def test_a_bound_that_admits_no_skill_checks_nothing():
+    """An AUROC floor at or below 0.5 passes a detector no better than chance: reported, not gated."""
+    vals = [0.62, 0.81, 0.55, 0.74, 0.9, 0.68, 0.77, 0.6, 0.7, 0.84]
+    bounds, ev, why, _ = derive_metric("ood_auroc[shuffled]", vals, [0.001] * 10, 10, Rule(), {}, coverage=0.9997)
+    assert not bounds and "admits a model with no skill (ood_auroc = 0.5): it checks nothing" in why
+
+
+def test_the_guard_band_keeps_a_bound_beyond_the_most_extreme_run():
+    from harness.calibrate.rule import GUARD
+
+    vals = [10, 10, 10, 10, 11, 10, 10, 10, 10, 12] * 2
+    b, ev = Rule().bound(vals, "max", 10, 1.0, "sqrt", coverage=0.5)  # a lax coverage: the guard decides
+    assert b >= max(vals) + GUARD
+
+
+def test_the_run_budget_is_split_over_every_bound_written():
+    rng = np.random.default_rng(2)
+    runs = {(s, t): {"baseline": {"accuracy": float(0.86 + rng.normal(0, 0.004)),
+                                  "loss": float(0.36 + rng.normal(0, 0.01))},
+                     "augment": {"accuracy": float(0.85 + rng.normal(0, 0.004))}}
+            for s in range(8) for t in (1, 2)}
+    tables = derive(_results(runs), Rule(alpha_run=0.05), lambda m, metric: {})
+    covs = {ev["coverage"] for d in tables.values() for ev in d.evidence.values()}
+    assert len(covs) == 1 and covs.pop() == pytest.approx(1 - 0.05 / 3)  # three bounds in all
+
+
 def test_a_bound_outside_the_range_is_left_unbounded_with_the_reason():
     vals = [0.30, 0.55, 0.41, 0.48, 0.36]
-    bounds, ev, why, _ = derive_metric("class_accuracy[Shirt]", vals, [0.001] * 5, 5, Rule(), {})
-    assert not bounds and "lies outside class_accuracy's range [0, 1]: it could not fail" in why
+    bounds, ev, why, _ = derive_metric("generalisation_gap", [0.9, 0.1, 0.5, 0.7, 0.3], [0.001] * 5, 5, Rule(), {})
+    assert not bounds and "lies outside generalisation_gap's range [-1, 1]: it could not fail" in why
     bounds, ev, why, _ = derive_metric("rare_class_accuracy", [0.8, None, 0.7], [], 3, Rule(), {})
     assert not bounds and why == "not applicable on 1 of 3 calibration runs"
+    assert vals
 
 
 def test_policy_bounds_are_kept_written_as_findings_or_overridden_by_the_evidence():
-    rule = Rule(0.999)
-    tight = [0.010, 0.011, 0.012, 0.0105, 0.0115]  # ece_over far below the policy: the tighter bound wins
-    bounds, ev, _, expected = derive_metric("ece_over", tight, [0] * 5, 5, rule, {"max": (0.15, "g [default]")})
+    rule = Rule()
+    tight = [0.010, 0.011, 0.012, 0.0105, 0.0115, 0.0108]  # ece_over far below the policy: the tighter bound wins
+    bounds, ev, _, expected = derive_metric("ece_over", tight, [0] * 6, 6, rule, {"max": (0.15, "g [default]")}, 0.999)
     assert bounds["max"] < 0.15 and not expected and "policy_overridden" not in ev
     below = [-0.01, 0.0, 0.005, -0.004, 0.002]  # deletion gap: every run fails a policy min of 0.1
-    bounds, ev, _, expected = derive_metric("cam_deletion_gap", below, [0] * 5, 5, rule, {"min": (0.1, "g [default]")})
+    bounds, ev, _, expected = derive_metric("cam_deletion_gap", below, [0] * 5, 5, rule, {"min": (0.1, "g [default]")},
+                                            0.999)
     assert bounds["min"] == 0.1 and "fails on every one of 5 calibration runs" in expected["min"]
     assert ev["policy_bound"] == {"side": "min", "bound": 0.1, "source": "g [default]"}
     straddle = [0.09, 0.11, 0.10, 0.12, 0.08]  # the policy cuts through the spread: overridden, said why
-    bounds, ev, _, expected = derive_metric("cam_deletion_gap", straddle, [0] * 5, 5, rule, {"min": (0.1, "g [d]")})
+    bounds, ev, _, expected = derive_metric("cam_deletion_gap", straddle, [0] * 5, 5, rule, {"min": (0.1, "g [d]")},
+                                            0.999)
     assert bounds["min"] < 0.08 and not expected and "fails on 2 of 5 runs" in ev["policy_overridden"]
 
 
@@ -73,27 +140,29 @@ def _results(values_by_seed: dict[tuple[int, int], dict]) -> list[dict]:
             for (s, t), m in values_by_seed.items()]
 
 
-def test_effects_are_expected_to_fail_when_every_seed_or_the_interval_across_seeds_fails_them():
+def test_effects_are_expected_to_fail_when_every_seed_or_the_test_across_seeds_fails_them():
     runs = {}
-    for seed, (base, aug) in enumerate([(11, 18), (4, 22), (9, 14)]):
+    per_seed = [(11, 18), (4, 22), (9, 14), (12, 15), (8, 13), (10, 16)]
+    for seed, (base, aug) in enumerate(per_seed):
         for t in (1, 2):
             runs[(seed, t)] = {"baseline": {"confident_errors_99": base, "loss": 0.35},
                                "augment": {"confident_errors_99": aug, "loss": 0.36 + 0.01 * seed}}
     gates, ev, expected = derive_effects(_results(runs), "augment", recipes.DOCUMENTED_EFFECTS["augment"])
     assert gates == {"loss_effect": "improves", "confident_errors_99_effect": "improves"}
-    assert ev["confident_errors_99"]["per_seed"] == [7, 18, 5] and not ev["confident_errors_99"]["held_across_seeds"]
-    assert "not an improvement on any of 3 calibration seeds" in expected["confident_errors_99_effect"]
+    assert ev["confident_errors_99"]["per_seed"] == [7, 18, 5, 3, 5, 6] and not ev["confident_errors_99"]["held_across_seeds"]
+    assert "not an improvement on any of 6 calibration seeds" in expected["confident_errors_99_effect"]
     assert "+7, +18, +5" in expected["confident_errors_99_effect"]
     mixed = {k: {"baseline": v["baseline"], "augment": {**v["augment"], "confident_errors_99": 10}}
-             for k, v in runs.items()}  # better on one seed (11 -> 10), worse on two: not held across seeds
+             for k, v in runs.items()}  # better on some seeds, worse on others: not held across seeds
     _, ev, expected = derive_effects(_results(mixed), "augment", recipes.DOCUMENTED_EFFECTS["augment"])
-    assert ev["confident_errors_99"]["per_seed"] == [-1, 6, 1]
-    assert expected["confident_errors_99_effect"].startswith("across 3 calibration seeds the change is not an "
-                                                             "improvement: interval across seeds [")
+    assert ev["confident_errors_99"]["per_seed"] == [-1, 6, 1, -2, 2, 0]
+    assert expected["confident_errors_99_effect"].startswith("across 6 calibration seeds the change is not an "
+                                                             "improvement: exact sign-flip p = ")
     held = {k: {"baseline": v["baseline"], "augment": {**v["augment"], "confident_errors_99": v["baseline"][
-        "confident_errors_99"] - 3 - k[0]}} for k, v in runs.items()}  # better by 3-5 on every seed: held
+        "confident_errors_99"] - 3 - k[0]}} for k, v in runs.items()}  # better by 3-8 on every seed: held
     _, ev, expected = derive_effects(_results(held), "augment", recipes.DOCUMENTED_EFFECTS["augment"])
     assert ev["confident_errors_99"]["held_across_seeds"] and "confident_errors_99_effect" not in expected
+    assert ev["confident_errors_99"]["sign_flip_p"] == pytest.approx(1 / 64)
 
 
 def test_a_rendered_table_loads_and_every_bound_is_recomputed_from_its_evidence(tmp_path):
@@ -106,18 +175,17 @@ def test_a_rendered_table_loads_and_every_bound_is_recomputed_from_its_evidence(
     results = _results(runs)
     tables = derive(results, Rule(), lambda m, metric: {})
     meta = {"seeds": list(range(10)), "threads": [1, 2], "machine": "test", "rule": Rule().describe(),
-            "coverage": Rule().coverage, "confidence": Rule().confidence}
+            "false_alarm_budget": Rule().alpha_run, "confidence": Rule().confidence}
     path = tmp_path / "cal.toml"
     path.write_text(render(meta, "d", "smoke", tables, {}))
     g = Gates.load(path)
     a = g.absolute("d", "smoke", "baseline")
-    assert set(a["class_accuracy_min"].bound) == {"Trouser"}  # Shirt's floor falls below 0: unbounded
-    assert "could not fail" in g.unbounded_reason("d", "smoke", "baseline", "class_accuracy", "Shirt")
+    assert set(a["class_accuracy_min"].bound) == {"Trouser", "Shirt"}  # Shirt's floor stays in [0, 1] (logit)
     for key, gate in a.items():
         for label, bound in (gate.bound.items() if gate.per_label else [(None, gate.bound)]):
             ev = gate.evidence[label] if label else gate.evidence
-            again, _ = Rule(ev["calibration"]["coverage"], ev["calibration"]["confidence"]).bound(
-                ev["values"], gate.kind, len(ev["calibration"]["seeds"]), ev["quantum"])
+            again, _ = Rule(ev["calibration"]["confidence"]).bound(
+                ev["values"], gate.kind, len(ev["calibration"]["seeds"]), ev["quantum"], ev["scale"], ev["coverage"])
             assert again == bound, (key, label)
 
 
@@ -150,7 +218,13 @@ def test_a_calibration_end_to_end_on_a_tiny_dataset_at_two_thread_counts(tmp_pat
                                                                  tmp_path / "cache" / "threads-2"]
     assert len(list((tmp_path / "cache" / "threads-1").glob("*.pt"))) == 2
     g = Gates.load(out)
-    assert g.calibrations["parts.smoke.toml"]["runs"] == ["s1/t1", "s1/t2", "s2/t1", "s2/t2"]
+    cal = g.calibrations["parts.smoke.toml"]
+    assert cal["runs"] == ["s1/t1", "s1/t2", "s2/t1", "s2/t2"] and cal["threads"] == [1, 2]
+    from harness import regime
+
+    assert cal["regime"] == {"device": "cpu", "precision": "fp32", "torch": __import__("torch").__version__.split("+")[0],
+                             "kernels": regime.kernels_label(), "channels_last": True, "fused": True,
+                             "compile": False}
     assert isinstance(g.absolute("parts", "smoke", "baseline"), dict)
     evidence = sorted((tmp_path / "cache" / "threads-1" / "evidence").glob("*.npz"))
     assert {p.name.split("-")[0] for p in evidence} == {"robustness", "adversarial", "attention", "ood", "leakage",

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import binomtest
 
 from harness import compare, metrics
@@ -128,3 +130,38 @@ def test_better_share_counts_the_seeds_on_which_the_candidate_wins():
     assert compare.better_share([-3, -1, 2, 0], metrics.LOWER) == 0.625  # two wins, one tie (half)
     assert compare.better_share([0.01, 0.02], metrics.HIGHER) == 1.0
     assert compare.better_share([], metrics.HIGHER) is None
+
+
+# ------------------------------------------------------------------ effects across seeds
+
+
+@settings(max_examples=60, deadline=None)
+@given(d=st.lists(st.floats(-5, 5, allow_nan=False).map(lambda x: round(x, 2)), min_size=1, max_size=8))
+def test_the_sign_flip_p_value_is_the_share_of_sign_assignments_at_least_as_good(d):
+    import itertools
+
+    observed = np.mean(d)
+    means = [np.mean([s * abs(x) for s, x in zip(signs, d)]) for signs in itertools.product((1, -1), repeat=len(d))]
+    expected = np.mean([m >= observed - 1e-12 * max(1.0, max(abs(x) for x in d)) for m in means]) if observed > 0 else 1
+    assert compare.effect_test(d, "improves", "higher")["p"] == pytest.approx(expected)
+    # a lower-is-better metric mirrors it; not_worse shifts by the margin
+    assert compare.effect_test([-x for x in d], "improves", "lower")["p"] == pytest.approx(expected)
+    shifted = compare.effect_test([x - 0.5 for x in d], "not_worse", "higher", margin=0.5)["p"]
+    assert shifted == pytest.approx(expected)
+
+
+def test_label_smoothing_on_every_seed_is_decided_where_a_t_interval_was_not():
+    """The issue's per-seed changes of >= 99% errors (one bf16 baseline with 38 errors widened
+    the t-interval to [-31.9, +0.3]): every seed improves, so the sign-flip p is 1/2^n: 5 seeds
+    cannot pass Holm's first step over two effects (0.025), 6 can."""
+    five = [-38, -11, -13, -13, -4]
+    assert compare.seed_interval(five)[1] > 0  # the t-interval crosses zero
+    assert compare.effect_test(five, "improves", "lower")["p"] == pytest.approx(1 / 32)
+    six = [*five, -5]
+    p6 = compare.effect_test(six, "improves", "lower")["p"]
+    assert p6 == pytest.approx(1 / 64)
+    assert compare.holm({"confident_errors_99": p6, "ece": 0.03}) == {"confident_errors_99": (True, 0.025),
+                                                                     "ece": (True, 0.05)}
+    assert compare.holm({"a": 1 / 32, "b": 0.001})["a"] == (True, 0.05)
+    assert compare.holm({"a": 0.04, "b": 0.03}) == {"b": (False, 0.025), "a": (False, 0.05)}  # stops at the first
+    assert compare.effect_test([1, -1, 1, -1, 1, -1], "improves", "higher")["p"] == 1.0  # mean 0: no evidence

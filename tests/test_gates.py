@@ -304,12 +304,13 @@ def _shipped_tables():
 
 
 def test_every_calibrated_bound_recomputes_from_its_evidence_by_the_stated_rule():
-    """Each bound in gates/*.toml is the rule applied to the values stored beside it (or the
-    inherited policy bound, where every calibration run fails it): nobody edited a number."""
+    """Each bound in gates/*.toml is the rule applied to the values stored beside it, on the scale
+    and at the per-bound coverage stored with them (or the inherited policy bound, where every
+    calibration run fails it): nobody edited a number."""
     from harness.calibrate import Rule
 
     g, tables = _shipped_tables()
-    rule, checked = Rule(), 0
+    checked = 0
     for (ds, profile, model), t in tables.items():
         for gate in t.absolute.values():
             if not gate.evidence:
@@ -323,7 +324,9 @@ def test_every_calibrated_bound_recomputes_from_its_evidence_by_the_stated_rule(
                 if "policy_bound" in ev:
                     expected = ev["policy_bound"]["bound"]
                 else:
-                    expected, _ = rule.bound(ev["values"], side, ev["seeds"], ev["quantum"])
+                    rule = Rule(ev["calibration"]["confidence"], ev["calibration"]["false_alarm_budget"])
+                    expected, _ = rule.bound(ev["values"], side, ev["seeds"], ev["quantum"], ev["scale"],
+                                             ev["coverage"])
                 assert bounds[label] == expected, (ds, profile, model, gate.key, label, bounds[label], expected)
                 checked += 1
     assert checked >= 100  # the Fashion-MNIST smoke tables are calibrated

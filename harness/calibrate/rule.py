@@ -37,7 +37,8 @@ LOGIT_FLOOR = 1e-4  # continuous probabilities without a step: (x + f/2) / (1 + 
 # The stability screen: such evidence does not support a normal rule on any scale
 MIN_DISTINCT = 5  # fewer distinct values
 MAX_BOUNDARY_SHARE = 0.1  # more of the runs at an end of the metric's range (a share stuck at 0)
-MAX_ROBUST_Z = 5.0  # a run this many robust sd (1.4826 MAD) from the median on the metric's scale
+MAX_ROBUST_Z = 6.0  # a run this many robust sd (1.4826 MAD) from the median on the metric's scale (a normal
+#                     sample of 24 runs goes that far with probability 0.002: 20,000 simulated samples)
 SCALES = ("logit", "log", "sqrt", "fisher", "linear")
 
 
