@@ -10,7 +10,7 @@ import time
 from . import data as data_mod
 from . import recipes
 from .cards import gate_profile
-from .run.options import DATASET_HELP
+from .run.options import DATASET_HELP, parse_seed
 
 
 def _train(args) -> int:
@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a recipe (or load it from the model cache) and print a JSON summary")
     t.add_argument("--dataset", required=True, help=DATASET_HELP)
-    t.add_argument("--seed", type=int, default=None, help="the recipe's seed (default: its own, 42)")
+    t.add_argument("--seed", type=parse_seed, default=None, help="the recipe's seed (default: its own, 42)")
     t.add_argument("--image-size", type=int, default=None, help="your own data: resize to N x N")
     t.add_argument("--recipe", default="baseline", choices=recipes.names(), help="baseline or an improvement")
     t.add_argument("--recipe-file", help="a TOML recipe file (overrides --recipe); see README")

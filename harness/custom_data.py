@@ -135,8 +135,8 @@ def _nchw(x: np.ndarray, what: str, path: Path) -> np.ndarray:
     """uint8 NCHW from NHWC, NCHW or NHW (grey)."""
     x = np.asarray(x)
     if x.dtype != np.uint8:
-        raise DatasetFormatError(f"{path}: {what} is {x.dtype}; images must be uint8 (0-255): convert with "
-                                 f"(x * 255).round().astype(np.uint8) if they are floats in [0, 1]")
+        hint = _float_hint(x) if np.issubdtype(x.dtype, np.number) and x.size else "convert them to uint8 (0-255)"
+        raise DatasetFormatError(f"{path}: {what} is {x.dtype}; images must be uint8 (0-255): {hint}")
     if x.ndim == 3:
         return x[:, None]
     if x.ndim != 4:
@@ -157,6 +157,14 @@ def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
 
 
 def _from_npz(path: Path, name: str, image_size: int | None, flip: bool) -> Dataset:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise DatasetFormatError(f"{path}: cannot read it ({exc})") from exc
+    if head[:2] != b"PK":
+        raise DatasetFormatError(f"{path}: not a .npz file (a .npz is a zip archive; this file starts with {head!r}): "
+                                 "write it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
     try:
         z = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any reading problem is the file's
@@ -223,18 +231,62 @@ def _decode(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            if im.mode == "F":  # 32-bit float: read by its range, never cast (a cast makes [0, 1] all black)
+                arr = _from_float(np.asarray(im, dtype=np.float64), path)
+            elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = (np.asarray(im, dtype=np.float64) / 65535 * 255).round().astype(np.uint8)
             else:
                 if im.mode not in ("L", "RGB"):
                     im = im.convert("L" if im.mode in ("1", "LA", "P") and im.getbands()[0] in ("L", "1") else "RGB")
                 arr = np.asarray(im)
+    except DatasetFormatError:
+        raise
     except Exception as exc:  # noqa: BLE001 - whatever the reason, the file is the problem
         raise DatasetFormatError(f"{path}: not an image that can be decoded ({type(exc).__name__}: {exc}); "
                                  "remove it or convert it to PNG or JPEG") from exc
     if arr.ndim == 2:
         arr = arr[..., None]
     return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def _from_float(a: np.ndarray, path: Path) -> np.ndarray:
+    """A float image as 8-bit: values in [0, 1] are scaled by 255, values in [0, 255] kept; any
+    other range (or NaN) is refused, naming it."""
+    if not np.isfinite(a).all():
+        raise DatasetFormatError(f"{path}: a float image with NaN or infinite values: fix or remove it")
+    lo, hi = float(a.min()), float(a.max())
+    if lo >= 0 and hi <= 1.0:
+        return (a * 255).round().astype(np.uint8)
+    if lo >= 0 and hi <= 255:
+        return a.round().astype(np.uint8)
+    raise DatasetFormatError(f"{path}: a float image with values from {lo:.4g} to {hi:.4g}: the harness reads images in "
+                             "0-255 (or floats in [0, 1]); rescale it, e.g. to (x - x.min()) / (x.max() - x.min())")
+
+
+def _float_hint(x: np.ndarray) -> str:
+    """How to make float images uint8, from their range."""
+    finite = x[np.isfinite(x)] if np.issubdtype(x.dtype, np.floating) else x
+    hi = float(finite.max()) if finite.size else 0.0
+    lo = float(finite.min()) if finite.size else 0.0
+    if lo >= 0 and hi <= 1:
+        return f"they lie in [{lo:.3g}, {hi:.3g}]: convert with (x * 255).round().astype(np.uint8)"
+    if lo >= 0 and hi <= 255:
+        return f"they lie in [{lo:.3g}, {hi:.3g}]: convert with x.round().astype(np.uint8) (no scaling)"
+    return (f"they lie in [{lo:.4g}, {hi:.4g}], outside 0-255: rescale to 0-255 first, e.g. "
+            "((x - x.min()) / (x.max() - x.min()) * 255).round().astype(np.uint8)")
+
+
+def check_not_blank(source, xs: dict) -> None:
+    """Most images of a split with one value throughout is a decoding or export problem (float
+    images cast to integers, 16-bit read as 8-bit, all-black exports): refused before training."""
+    for s, x in xs.items():
+        flat = x.reshape(len(x), -1)
+        blank = int((flat.max(1) == flat.min(1)).sum())
+        if blank > 0.5 * len(x):
+            raise DatasetFormatError(
+                f"{source}: {blank} of {len(x)} {s} images hold one value throughout (blank): a model cannot learn "
+                "from them. Check how they were exported (floats cast to integers make images in [0, 1] all black; "
+                "a 16-bit image may hold 8-bit values)")
 
 
 def _scan(root: Path, split: str, classes: tuple[str, ...] | None) -> tuple[tuple[str, ...], list[Path], list[int]]:
@@ -329,6 +381,7 @@ def _assemble(name: str, source: Path, classes: tuple[str, ...], xs: dict, ys: d
     if untrained:
         raise DatasetFormatError(f"{source}: class(es) {', '.join(classes[i] for i in untrained[:10])} have no training "
                                  "images: remove them from the class names or add images")
+    check_not_blank(source, xs)
     t = {s: _resize(torch.from_numpy(x), image_size) for s, x in xs.items()}
     train_x = torch.cat([t["train"], t["val"]]) if "val" in t else t["train"]
     train_y = torch.from_numpy(np.concatenate([ys["train"], ys["val"]]) if "val" in ys else ys["train"])

@@ -6,8 +6,9 @@
   device and a hash of the code that measures that kind of evidence, so a rerun, another
   worker or a later calibration reads it instead of measuring again, and a change to that code
   measures it again. Files are ``.npz`` with ``allow_pickle=False`` (a file in a shared cache
-  folder never runs code), written atomically, checked on load (a checksum over the arrays);
-  a damaged file is measured again, with a warning.
+  folder never runs code), written atomically, checked on load (a checksum over the arrays and
+  the entry's key, which the file carries: a file copied over another entry is another model's
+  evidence); a damaged or foreign file is measured again, with a warning.
 * ``EvidenceStore``: one run's evidence shared by its pytest-xdist workers and controller
   (``<run>/.workers/evidence``), by model name; deleted with the run's partial folder.
 """
@@ -27,7 +28,7 @@ import numpy as np
 from .io import atomic_write_bytes, write_pickle
 
 HERE = Path(__file__).resolve().parent
-FORMAT = 2  # 2: Samples carry per-sample Brier scores
+FORMAT = 3  # 2: Samples carry per-sample Brier scores; 3: files carry their key
 # The code that decides each kind of evidence (besides the model, the data and the settings in
 # its key, the battery's strengths among them): a change to it measures that kind again, and
 # the other kinds are still read from the cache. ``measure.py`` only routes evidence to these.
@@ -162,8 +163,11 @@ class EvidenceCache:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files if k != "__spec__"}
                 head = json.loads(str(z["__spec__"]))
-            if _checksum(arrays, json.dumps(head["spec"], sort_keys=True)) != head["checksum"]:
+            if _checksum(arrays, json.dumps(head["spec"], sort_keys=True) + head.get("key", "")) != head["checksum"]:
                 raise ValueError("its arrays do not match their checksum")
+            if head.get("key") != key:  # a file copied over another entry: another model's evidence
+                raise ValueError(f"it holds the evidence of another entry ({head.get('key') or 'no key recorded'}), "
+                                 f"not {key}")
             return unpack(arrays, head["spec"]), head.get("meta") or {}
         except Exception as exc:  # damaged or foreign: measured again
             warnings.warn(f"evidence cache entry {path} is damaged ({type(exc).__name__}: {exc}); measuring again",
@@ -172,7 +176,8 @@ class EvidenceCache:
 
     def write(self, key: str, evidence, meta: dict | None = None) -> None:
         arrays, spec = pack(evidence)
-        head = {"spec": spec, "meta": meta or {}, "checksum": _checksum(arrays, json.dumps(spec, sort_keys=True))}
+        head = {"spec": spec, "meta": meta or {}, "key": key,
+                "checksum": _checksum(arrays, json.dumps(spec, sort_keys=True) + key)}
         buf = io.BytesIO()
         np.savez(buf, __spec__=np.asarray(json.dumps(head, default=str)), **arrays)
         atomic_write_bytes(self._path(key), buf.getvalue())

@@ -274,6 +274,8 @@ def load_own(path: str | Path, shape: tuple[int, int, int], n: int = OOD_IMAGES)
 
     path = Path(path).expanduser()
     c, h, w = shape
+    if not path.exists():
+        raise DatasetFormatError(f"--ood {path}: no such file or folder (give an image folder or a .npz with x)")
     if path.is_file() and path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             key = next((k for k in ("x", "x_test", "x_train") if k in z.files), None)

@@ -356,6 +356,21 @@ def test_aurc_is_zero_when_every_prediction_is_right(problem):
 # ------------------------------------------------------------------ accuracy, classes, NLL vs sklearn / scipy
 
 
+def test_always_predicting_the_majority_class_is_chance_not_skill():
+    """Pure noise labelled 80/20: a model that always says the majority class is 80% accurate,
+    0 above chance (the majority share, not 1/K), 50% balanced, 0% on the minority class."""
+    from sklearn.dummy import DummyClassifier
+
+    labels = np.r_[np.zeros(800, int), np.ones(200, int)]
+    pred = DummyClassifier(strategy="most_frequent").fit(np.zeros((1000, 1)), labels).predict(np.zeros((1000, 1)))
+    probs = np.eye(2)[pred] * 0.9 + 0.05
+    s = S(probs, labels)
+    assert metrics.accuracy(s) == pytest.approx(0.8) and metrics.accuracy_above_chance(s) == pytest.approx(0.0)
+    assert metrics.balanced_accuracy(s) == pytest.approx(0.5) and metrics.worst_class_accuracy(s) == 0.0
+    never = S(np.eye(2)[1 - labels] * 0.9 + 0.05, labels)
+    assert metrics.accuracy_above_chance(never) == pytest.approx(-1.0)  # never right: the end of its range
+
+
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 @FAST
 @given(problems)
@@ -365,7 +380,11 @@ def test_accuracy_per_class_balanced_f1_and_confusion_match_sklearn(problem):
     k = probs.shape[1]
     pred = probs.argmax(1)
     assert metrics.accuracy(s) == pytest.approx(skm.accuracy_score(labels, pred), abs=1e-12)
-    assert metrics.accuracy_above_chance(s) == pytest.approx((metrics.accuracy(s) - 1 / k) / (1 - 1 / k))
+    chance = np.unique(labels, return_counts=True)[1].max() / len(labels)  # the majority class's share
+    acc = metrics.accuracy(s)
+    if chance < 1:
+        expected = (acc - chance) / (1 - chance) if acc >= chance else (acc - chance) / chance
+        assert metrics.accuracy_above_chance(s) == pytest.approx(expected)
 
     cm = metrics.confusion(s)
     assert np.array_equal(cm, skm.confusion_matrix(labels, pred, labels=list(range(k))))

@@ -96,10 +96,14 @@ def _number(bound, where: str) -> float:
 
 
 def _check_can_fail(m: metrics.Metric, kind: str, bound: float, where: str) -> None:
+    """An absolute bound must be able to fail and to pass: inside the metric's range."""
     if kind in ABSOLUTE and not m.can_fail(kind, bound):
         raise GateFileError(f"{where} = {figure(bound)} can never fail: {m.name} takes values in {m.range_text}, so no "
                             f"model is {'below' if kind == 'min' else 'above'} it. Give a bound inside the range, or "
                             f"remove it (a bound that cannot fail checks nothing)")
+    if kind in ABSOLUTE and ((kind == "min" and bound > m.hi) or (kind == "max" and bound < m.lo)):
+        raise GateFileError(f"{where} = {figure(bound)} can never pass: {m.name} takes values in {m.range_text}, so "
+                            f"every model is {'below' if kind == 'min' else 'above'} it. Give a bound inside the range")
 
 
 def _parse_effect(bound, where: str) -> tuple[str, float]:
@@ -259,6 +263,9 @@ class Gates:
         """Shapes, profiles, keys, kinds, directions and bound types: everything that does not
         depend on the run (``check_run`` adds dataset and model names)."""
         for ds, profiles in self.tables.items():
+            if ds in (EXPECTED_FAILURES, UNBOUNDED, EVIDENCE, POLICY, RELATIVE_TABLE):
+                raise GateFileError(f"{self.label}: [{ds}] at the top level: it belongs inside a model's table, "
+                                    f"[<dataset>.<profile>.<model>] {ds} = ... (or [<dataset>.<profile>.<model>.{ds}])")
             if not isinstance(profiles, dict):
                 raise GateFileError(f"{self.label}: top-level key {ds!r} = {profiles!r}: the file holds only "
                                     "tables [<dataset>.<profile>.<model>] (and include, seed_gates, [calibration])")

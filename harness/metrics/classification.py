@@ -4,7 +4,10 @@ and the generalisation gap.
 Definitions (N images, K classes; conf_i = top-label probability, pred_i its class,
 hit_i = [pred_i = y_i], p_i(y) the probability of the true class)
 --------------------------------------------------------------------------------------
-* accuracy = mean(hit);  accuracy_above_chance = (accuracy - 1/K) / (1 - 1/K)
+* accuracy = mean(hit);  accuracy_above_chance = (accuracy - c) / (1 - c) at or above chance,
+  (accuracy - c) / c below it, c = chance = the share of the most frequent class among the test
+  labels (what always predicting it scores: 1/K on a balanced test set): 0 at chance, 1 perfect,
+  -1 never right
 * loss = mean(-log p_i(y_i)) (test NLL, from the logits' log-softmax)
 * class_accuracy[c] = mean(hit | y = c) (recall); worst_class_accuracy = min_c over classes
   with test samples; balanced_accuracy = mean_c class_accuracy[c];
@@ -29,8 +32,6 @@ hit_i = [pred_i = y_i], p_i(y) the probability of the true class)
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -67,11 +68,15 @@ def accuracy(s: Samples) -> float:
     return float(s.hit.mean())
 
 
-@register("accuracy_above_chance", "accuracy", "accuracy rescaled so that chance (1/K) is 0 and perfect is 1",
-          HIGHER, "score", range_=(-math.inf, 1.0), resolution="image")
+@register("accuracy_above_chance", "accuracy", "accuracy rescaled so that chance (always predicting the most frequent "
+          "test class: 1/K when balanced) is 0, perfect 1 and never right -1", HIGHER, "score", range_=(-1.0, 1.0),
+          resolution="image")
 def accuracy_above_chance(s: Samples) -> float:
-    chance = 1.0 / s.num_classes
-    return (accuracy(s) - chance) / (1.0 - chance)
+    chance = float(np.bincount(s.labels).max() / len(s.labels))
+    acc = accuracy(s)
+    if chance >= 1.0:
+        raise NotApplicable("every test image has the same class: chance is perfect accuracy")
+    return (acc - chance) / (1.0 - chance) if acc >= chance else (acc - chance) / chance
 
 
 @register("errors", "accuracy", "wrong predictions on the test split", LOWER, "count", gated=False)

@@ -37,7 +37,20 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> str:
             raise ValueError(f"A and B are runs of different {field.replace('gate_', '')}s (A: {ra.get(field)}, B: "
                              f"{rb.get(field)}): their metrics and gates are not comparable; compare runs of one "
                              "dataset and profile")
+    if (a.get("classes") or None) != (b.get("classes") or None):
+        raise ValueError(f"A and B have different classes (A: {', '.join(map(str, a.get('classes') or []))}; B: "
+                         f"{', '.join(map(str, b.get('classes') or []))}): the same name holds different data, so their "
+                         "metrics are not comparable")
+    fa, fb = (ra.get("data") or {}).get("fingerprint"), (rb.get("data") or {}).get("fingerprint")
     out = []
+    if fa != fb:
+        out.append(f"WARNING: A and B were measured on different data (fingerprints {fa} and {fb}): a change below "
+                   "may be the data's, not the models'")
+    if (ra.get("regime") or {}) != (rb.get("regime") or {}):
+        from ..regime import describe
+
+        out.append(f"WARNING: A and B computed in different regimes (A: {describe(ra.get('regime') or {})}; B: "
+                   f"{describe(rb.get('regime') or {})}): their numbers differ as another seed's would")
     for tag, r, d in (("A", ra, dir_a), ("B", rb, dir_b)):
         if r.get("complete") is False or str(d.name).endswith("-incomplete"):
             out.append(f"WARNING: {tag} is an incomplete run (interrupted): it holds only what was measured before "

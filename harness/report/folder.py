@@ -34,16 +34,22 @@ def final_folder(partial: Path, complete: bool = True) -> Path:
 
 
 def remove_stale_partials(root: Path, max_age: float = STALE_SECONDS) -> None:
-    """Run folders still ``.partial`` after a day belong to runs that were killed: remove them."""
+    """Run folders still ``.partial`` after a day belong to runs that were killed: remove them.
+    An empty one (a run killed before it wrote anything, by SIGTERM say) goes at once: a live
+    run writes its report into a folder it (re)creates then, so it loses nothing."""
     if not root.is_dir():
         return
     now = time.time()
     for p in root.glob(".*.partial"):
         try:
-            if p.is_dir() and now - p.stat().st_mtime > max_age:
+            if not p.is_dir():
+                continue
+            if not any(p.iterdir()):
+                p.rmdir()
+            elif now - p.stat().st_mtime > max_age:
                 shutil.rmtree(p, ignore_errors=True)
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # gone meanwhile, or filled by its run: left alone
 
 
 def finish(partial: Path, complete: bool) -> tuple[Path, str | None]:

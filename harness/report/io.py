@@ -85,6 +85,14 @@ def load_results(run: str | Path) -> tuple[dict, Path]:
     if wrong:
         raise ReportError(f"cannot read {p}: not a run record of this harness (missing or malformed: "
                           f"{', '.join(wrong)}); rerun the suite to write it again")
+    gated = {g.get("model") for g in record["gates"] if isinstance(g, dict)}
+    hollow = sorted(str(m) for m in gated | set(record["models"])
+                    if m is not None and m not in record.get("diverged", {})
+                    and not isinstance((record["models"].get(m) or {}).get("metrics"), dict))
+    if hollow:
+        raise ReportError(f"cannot read {p}: model(s) {', '.join(hollow)} have no metrics in it although the run "
+                          "measured them (an edited or truncated record): a page without them would hide what they "
+                          "showed; rerun the suite to write it again")
     return record, p.resolve().parent
 
 

@@ -10,6 +10,22 @@ DATASET_HELP = ("the dataset: fashion-mnist, cifar10, cifar100, a folder (train/
                 "(x_train, y_train, x_test, y_test), or a name in datasets.toml")
 
 
+MAX_SEED = 2**32 - 1  # what every generator the harness seeds (torch, numpy, Python) accepts
+
+
+def parse_seed(text: str) -> int:
+    """A seed from the command line: a whole number from 0 to ``MAX_SEED``."""
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a seed is a whole number") from None
+    if not 0 <= v <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{text}: give a seed from 0 to {MAX_SEED}")
+    return v
+
+
 @dataclass
 class Options:
     dataset: str  # a built-in name, a folder or .npz of one's own, or a name in datasets.toml

@@ -63,6 +63,18 @@ def probe(model: torch.nn.Module, ds: data.Dataset, what: str, finite: bool = Tr
     if finite and not torch.isfinite(out).all():
         raise ValueError(f"{what} gives non-finite outputs (NaN or inf) in eval mode on the first training images: "
                          "check the checkpoint (a diverged training run?) and its BatchNorm statistics")
+    if looks_like_probabilities(out):
+        raise ValueError(f"{what} returns probabilities (every output in [0, 1], each row summing to 1), not logits: "
+                         "the harness applies the softmax itself, so its confidences would be a softmax of "
+                         "probabilities (a 100%-accurate model reads as underconfident). Remove the final softmax "
+                         "(a log-softmax is fine)")
+
+
+def looks_like_probabilities(out: torch.Tensor) -> bool:
+    """Outputs that are a softmax's: in [0, 1], each row summing to 1 (logits never are)."""
+    out = out.detach().float()
+    return bool(out.shape[-1] > 1 and torch.isfinite(out).all() and (out >= 0).all() and (out <= 1).all()
+                and torch.allclose(out.sum(-1), torch.ones(out.shape[0]), atol=1e-4))
 
 
 @dataclass
@@ -248,7 +260,36 @@ class Plan:
                 raise ValueError(f"the architecture {arch} cannot be built for {self.dataset_name} "
                                  f"({self.data.num_classes} classes, images {'x'.join(map(str, self.data.image_shape))}): "
                                  f"{type(exc).__name__}: {exc}") from exc
-            probe(built, self.data, f"the architecture {arch}", finite=False)
+            own = ":" in arch  # module:function of the user's: an untrained model must still give finite logits
+            probe(built, self.data, f"the architecture {arch}", finite=own)
+        if self.options.ood:  # one's own OOD set: read now (a missing or unreadable one is a usage error, once)
+            from .. import ood
+
+            ood.load_own(self.options.ood, self.data.image_shape, 1)
+        import math
+
+        n_train = len(self.data.train_idx)
+        checked = [r for m, r in self.recipes.items() if m not in self.providers
+                   and not (r.max_steps and r.max_steps < 3 * math.ceil(n_train / r.batch_size))]  # as training does
+        if checked:
+            self._check_validation_size()
+
+    def _check_validation_size(self) -> None:
+        """Training keeps a model only if its best validation accuracy is 3 standard errors above
+        chance (``train.Trainer._check_not_chance``): on too small a validation split no model,
+        not even a perfect one, can pass, and every test would fail alike after training."""
+        import math
+
+        n, k = len(self.data.val_idx), self.data.num_classes
+        chance = 1.0 / k
+        if chance + 3 * math.sqrt(chance * (1 - chance) / max(n, 1)) < 1:
+            return
+        need = math.floor(9 * chance / (1 - chance)) + 1
+        raise ValueError(
+            f"{self.dataset_name}: the validation split holds {n} image{'s' if n != 1 else ''}; training keeps a model "
+            f"only if its validation accuracy is 3 standard errors above chance ({chance:.0%} for {k} classes), which "
+            f"no model can show on fewer than {need}. Give more training images (the validation split is "
+            f"{custom_data.VAL_FRACTION:.0%} of them) or a validation split of your own (x_val, y_val)")
 
     def named_positions(self) -> list[int]:
         """The named cases followed through every model: ``--cases`` (test ids, or file names of

@@ -34,6 +34,7 @@ class Run:
     store: EvidenceStore | None = None  # evidence shared with the run's other processes (pytest-xdist)
     started: float = field(default_factory=time.time)
     diverged: dict[str, str] = field(default_factory=dict)
+    diverged_reported: dict[str, str] = field(default_factory=dict)  # model -> the test that failed with why
     fixed: set[str] = field(default_factory=set)  # models the harness did not train (checkpoints, the hook)
     _evaluations: dict[str, ModelEvaluation] = field(default_factory=dict)
     _comparisons: dict[str, dict] = field(default_factory=dict)
@@ -135,6 +136,13 @@ class Run:
         model = model.to(plan.device).eval()
         logits = {s: evaluate.logits_of(model, self.data.split(s)[0], plan.device) for s in ("val", "test")}
         bad = {s: int((~torch.isfinite(z)).any(1).sum()) for s, z in logits.items()}
+        from .plan import looks_like_probabilities
+
+        if looks_like_probabilities(logits["val"]) and looks_like_probabilities(logits["test"]):
+            self.diverged[name] = (f"{name} returns probabilities (every output in [0, 1], each row summing to 1), not "
+                                   "logits: the harness applies the softmax itself, so every confidence would be wrong; "
+                                   "remove the model's final softmax (a log-softmax is fine)")
+            raise train.TrainingDiverged(self.diverged[name])
         if any(bad.values()):
             self.diverged[name] = (f"{name} gives non-finite outputs (NaN or inf) for {bad['test']} of "
                                    f"{len(logits['test'])} test and {bad['val']} of {len(logits['val'])} validation "
