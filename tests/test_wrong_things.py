@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from planted import write_idx_world
 
 from harness import custom_data
