@@ -8,7 +8,8 @@
   measures it again. Files are ``.npz`` with ``allow_pickle=False`` (a file in a shared cache
   folder never runs code), written atomically, checked on load (a checksum over the arrays and
   the entry's key, which the file carries: a file copied over another entry is another model's
-  evidence); a damaged or foreign file is measured again, with a warning.
+  evidence); a damaged or foreign file is measured again, with a warning. Files written before
+  keys were recorded (no key in their head) are read as before.
 * ``EvidenceStore``: one run's evidence shared by its pytest-xdist workers and controller
   (``<run>/.workers/evidence``), by model name; deleted with the run's partial folder.
 """
@@ -28,7 +29,7 @@ import numpy as np
 from .io import atomic_write_bytes, write_pickle
 
 HERE = Path(__file__).resolve().parent
-FORMAT = 3  # 2: Samples carry per-sample Brier scores; 3: files carry their key
+FORMAT = 2  # 2: Samples carry per-sample Brier scores (files written since carry their key in their head)
 # The code that decides each kind of evidence (besides the model, the data and the settings in
 # its key, the battery's strengths among them): a change to it measures that kind again, and
 # the other kinds are still read from the cache. ``measure.py`` only routes evidence to these.
@@ -165,9 +166,8 @@ class EvidenceCache:
                 head = json.loads(str(z["__spec__"]))
             if _checksum(arrays, json.dumps(head["spec"], sort_keys=True) + head.get("key", "")) != head["checksum"]:
                 raise ValueError("its arrays do not match their checksum")
-            if head.get("key") != key:  # a file copied over another entry: another model's evidence
-                raise ValueError(f"it holds the evidence of another entry ({head.get('key') or 'no key recorded'}), "
-                                 f"not {key}")
+            if "key" in head and head["key"] != key:  # a file copied over another entry: another model's evidence
+                raise ValueError(f"it holds the evidence of another entry ({head['key']}), not {key}")
             return unpack(arrays, head["spec"]), head.get("meta") or {}
         except Exception as exc:  # damaged or foreign: measured again
             warnings.warn(f"evidence cache entry {path} is damaged ({type(exc).__name__}: {exc}); measuring again",
