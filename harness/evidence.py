@@ -30,29 +30,14 @@ from .io import atomic_write_bytes, write_pickle
 
 HERE = Path(__file__).resolve().parent
 FORMAT = 2  # 2: Samples carry per-sample Brier scores (files written since carry their key in their head)
-# The code that decides each kind of evidence (besides the model, the data and the settings in
-# its key, the battery's strengths among them): a change to it measures that kind again, and
-# the other kinds are still read from the cache. ``measure.py`` only routes evidence to these.
-KIND_CODE = {
-    "robustness": ("stress.py", "corruptions", "filters.py", "perturb.py"),
-    "adversarial": ("stress.py", "attacks.py", "perturb.py"),
-    "attention": ("explain", "filters.py"),
-    "attention_extra": ("explain", "filters.py"),
-    "taxonomy": ("taxonomy.py", "explain", "perturb.py", "stress.py", "filters.py"),
-    "ood": ("ood.py",),
-    "ood_screen": ("ood.py", "leakage.py"),
-    "leakage": ("leakage.py",),
-    "conformal_shift": ("conformal.py", "stress.py", "corruptions", "filters.py", "perturb.py"),
-    "autoattack": ("autoattack.py",),
-    "comparison": ("compare.py", "metrics"),  # paired bootstraps of two models (the run caches them)
-    "paired_change": ("compare.py", "metrics"),
-    "figures": ("report/figures.py", "report/figcache.py", "metrics"),  # the figure cache's drawing code
-}
-
-
 def code_hash(kind: str) -> str:
+    """A hash of the source that decides ``kind`` (``kinds.Kind.code``: besides the model, the
+    data and the settings in its key, the battery's strengths among them): a change to it
+    measures that kind again, and the other kinds are still read from the cache."""
+    from .kinds import get
+
     h = hashlib.sha256(kind.encode())
-    for rel in KIND_CODE.get(kind, ("measure.py", f"{kind}.py")):
+    for rel in get(kind).code:
         path = HERE / rel
         for p in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
             h.update(p.relative_to(HERE).as_posix().encode())

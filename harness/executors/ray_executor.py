@@ -29,17 +29,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+
 # Kinds measured as Ray tasks (the others are cheap, or depend on several models at once).
-REMOTE_KINDS = ("robustness", "adversarial", "attention", "ood", "conformal_shift", "taxonomy")
-
-
 def kinds_for(families: set[str]) -> tuple[str, ...]:
-    """The remote kinds that tests of these families (pytest markers) need, and the failure
-    taxonomy, which every report shows."""
-    from .. import metrics
+    """The remote kinds (``kinds.Kind.remote``) that tests of these families (pytest markers)
+    need, and the failure taxonomy, which every report shows."""
+    from .. import kinds
 
-    needed = {"taxonomy"} | {k for m in metrics.REGISTRY.values() if m.family in families for k in m.needs}
-    return tuple(k for k in REMOTE_KINDS if k in needed)
+    needed = {"taxonomy"} | kinds.needed_by(families)
+    return tuple(k for k in kinds.remote() if k in needed)
 
 
 class RayUnavailable(ValueError):
@@ -160,7 +158,9 @@ def measure_task(kind: str, name: str, recipe, entry_name: str, entry: bytes, da
         res = train.train(recipe, data, profile, device, tmp, runtime=runtime, progress=_worker_progress(None, ""))
     ev = ModelEvaluation(name, res, data, torch.device(device), settings, named=lambda: list(named))
     ev.progress = _worker_progress(queue, name)
-    value = getattr(ev, f"_evidence_{kind}")()
+    from .. import kinds
+
+    value = kinds.get(kind).measure(ev)
     arrays, spec = pack(value)
     if queue is not None:
         queue.put(f"[{name}] {kind} measured in {time.perf_counter() - t0:.1f}s [{_node()}]")
@@ -201,11 +201,14 @@ class RayExecutor:
         t.start()
         return t
 
-    def prepare(self, session, kinds=REMOTE_KINDS) -> dict:
+    def prepare(self, session, kinds=None) -> dict:
         """Train every model the cache lacks, then measure every slow kind the evidence cache
         lacks, as Ray tasks; returns what was done (for the report and the tests)."""
         from ray.util.queue import Queue
 
+        from .. import kinds as kinds_mod
+
+        kinds = kinds_mod.remote() if kinds is None else kinds
         from .. import cache, train
         from ..cache import load_entry
         from ..evidence import unpack

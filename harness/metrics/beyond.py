@@ -48,15 +48,16 @@ def ood_fpr95(ev: Mapping, name) -> float:
     return fpr_at_tpr(ev["test"]["msp"], _set(ev, name)["msp"])
 
 
-@_ood("ood_confident_share", "share of an OOD set predicted with >= 99% confidence (confident on garbage); reported: "
-      "it is 0 on most sound runs and heavy-tailed on the rest, so ood_mean_confidence carries its signal to a gate",
-      LOWER, resolution="image", gated=False)
+# reported, not gated: 0 on most sound runs and heavy-tailed on the rest (docs/verdicts.md);
+# ood_mean_confidence carries its signal to a gate
+@_ood("ood_confident_share", "share of an OOD set predicted with >= 99% confidence (confident on garbage)", LOWER,
+      resolution="image", gated=False)
 def ood_confident_share(ev: Mapping, name) -> float:
     return float((np.asarray(_set(ev, name)["msp"]) >= CONFIDENT).mean())
 
 
-@_ood("ood_mean_confidence", "mean maximum softmax probability on an OOD set (how sure the model is of garbage: "
-      "the continuous quantity behind the confident share)", LOWER, unit="probability", scale="logit")
+@_ood("ood_mean_confidence", "mean top-class probability on an OOD set (how sure the model is of garbage)", LOWER,
+      unit="probability", scale="logit")
 def ood_mean_confidence(ev: Mapping, name) -> float:
     return float(np.mean(_set(ev, name)["msp"]))
 

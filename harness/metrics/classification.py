@@ -68,8 +68,8 @@ def accuracy(s: Samples) -> float:
     return float(s.hit.mean())
 
 
-@register("accuracy_above_chance", "accuracy", "accuracy rescaled so that chance (always predicting the most frequent "
-          "test class: 1/K when balanced) is 0, perfect 1 and never right -1", HIGHER, "score", range_=(-1.0, 1.0),
+@register("accuracy_above_chance", "accuracy", "accuracy rescaled: 0 at chance (always the most frequent test class), 1 "
+          "perfect, -1 never right", HIGHER, "score", range_=(-1.0, 1.0),
           resolution="image")
 def accuracy_above_chance(s: Samples) -> float:
     chance = float(np.bincount(s.labels).max() / len(s.labels))

@@ -46,6 +46,25 @@ class Metric:
 
 
 REGISTRY: dict[str, Metric] = {}
+# Per-label metrics (``Metric.per``): the kind of label -> the fixture a stress test receives one
+# label as (the plan lists the labels: ``Plan.labels_of``).
+PER_LABEL = {"class": "class_name", "ood_set": "ood_set"}
+# The stress-test families: each is a pytest marker (registered from here by the plugin) and the
+# family of the metrics its tests gate.
+FAMILIES = {
+    "accuracy": "stress tests of overall and per-class accuracy",
+    "confidence": "stress tests of errors made with high confidence",
+    "calibration": "stress tests of calibration (ECE, MCE)",
+    "selective": "stress tests of selective prediction (reject below a confidence)",
+    "generalisation": "stress tests of the train-validation gap",
+    "explain": "Grad-CAM attention tests",
+    "robustness": "corruption, adversarial, occlusion, scale and position stress tests",
+    "invariance": "predictions that a transformation which keeps the class must not change",
+    "comparison": "baseline-vs-improvement tests",
+    "ood": "out-of-distribution inputs (noise, blank, shuffled tiles, other domains)",
+    "leakage": "near-duplicates between the training and test splits",
+    "conformal": "conformal prediction sets (coverage, set size, under shift)",
+}
 # The values a metric can take, by unit (shares and probabilities in [0, 1], counts and nats
 # from 0), unless the metric says otherwise (differences, correlations, ratios).
 UNIT_RANGE = {"share": (0.0, 1.0), "probability": (0.0, 1.0), "count": (0.0, math.inf), "nats": (0.0, math.inf),
@@ -60,6 +79,10 @@ def register(name, family, description, direction, unit, needs=("test",), per=No
     def deco(fn):
         if name in REGISTRY:
             raise ValueError(f"metric {name!r} is defined twice")
+        if per is not None and per not in PER_LABEL:
+            raise ValueError(f"metric {name!r}: unknown per-label kind {per!r}; one of {', '.join(PER_LABEL)}")
+        if family not in FAMILIES:
+            raise ValueError(f"metric {name!r}: unknown family {family!r}; add it to metrics.registry.FAMILIES")
         lo, hi = range_ if range_ is not None else UNIT_RANGE[unit]
         REGISTRY[name] = Metric(name, family, description, direction, unit, fn, tuple(needs), per, paired, lo, hi,
                                 gated, resolution or UNIT_RESOLUTION.get(unit), scale, null)

@@ -59,7 +59,9 @@ class GateBook:
         return [g for g in gates if g is not None and self._in_regime(model, g)]
 
     def relative_gates(self, model: str) -> dict[str, Gate]:
-        return {k: g for k, g in self.plan.gates.relative(*self._key(), model).items() if self._in_regime(model, g)}
+        """The model's bounds relative to its baseline (every one: a test per bound is collected
+        before any training; one of another regime is reported, not gated, when checked)."""
+        return self.plan.gates.relative(*self._key(), model)
 
     def _in_regime(self, model: str, gate: Gate) -> bool:
         """Whether a bound may gate ``model``: a calibrated bound only where the model was trained
@@ -137,6 +139,8 @@ class GateBook:
         base = self.plan.baseline_of(model)
         run = self.run
         try:
+            if not self._in_regime(model, gate):
+                raise NotApplicable(self._regime_dropped[(model, gate.metric)])
             if gate.kind == "effect":
                 outcome = self.effect_outcome(model, gate)
             else:

@@ -372,7 +372,7 @@ class Plan:
         if per == "class":
             return list(self.data.classes)
         if per == "ood_set":
-            from ..measure import ood_names
+            from ..kinds.beyond import ood_names
 
             return ood_names(self.data, self.settings)
         raise ValueError(f"unknown per-label kind {per!r}")
