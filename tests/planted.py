@@ -17,6 +17,8 @@ blind-class        never predicts class 3
 blind-rare         never predicts classes 7-9, the rarest ones of a long-tailed run
 memoriser          recalls the labels of the training images exactly, guesses elsewhere
 noise-fragile      reads one thresholded pixel per class: additive noise flips it
+detail-reliant     the same reader, seen as a frequency defect: a low-pass filter softens the
+                   square's pixel under the threshold (it leans on fine detail, not on shape)
 one-copy           reads only the left square, through a threshold: one grey patch hides it
 shift-fragile      reads the corner pixel of each left square: a one-pixel shift moves it away
 flip-variant       adds a bonus to class 0 when the top-left corner is brighter than the
@@ -190,7 +192,7 @@ def planted(name: str, dataset) -> nn.Module:
         return RegionReader(bias=bias)
     if name == "memoriser":  # the training split only: the validation images stay unseen
         return Memoriser(dataset.train_x[dataset.train_idx], dataset.train_y[dataset.train_idx])
-    if name == "noise-fragile":
+    if name in ("noise-fragile", "detail-reliant"):
         return ThresholdReader()
     if name == "shift-fragile":
         return ThresholdReader(corner=True)
@@ -204,7 +206,7 @@ def planted(name: str, dataset) -> nn.Module:
 
 
 PLANTED = ("overconfident", "underconfident", "blind-class", "memoriser", "noise-fragile", "one-copy", "shift-fragile",
-           "flip-variant", "chance")
+           "flip-variant", "chance", "detail-reliant")
 
 
 def write_idx_world(root, **kwargs) -> None:

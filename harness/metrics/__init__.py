@@ -23,7 +23,7 @@ blocks), ``registry`` (``Metric``, ``register``, ``measure``), ``classification`
 split's predictions: its docstring defines every one of them), ``robustness``, ``attention``.
 """
 
-from . import attention, beyond, classification, robustness  # noqa: F401 - registers their metrics
+from . import attention, beyond, classification, robustness  # noqa: F401 - registers their metrics, in this order
 from .attention import *  # noqa: F403
 from .beyond import *  # noqa: F403
 from .classification import *  # noqa: F403
@@ -31,3 +31,15 @@ from .registry import *  # noqa: F403
 from .robustness import *  # noqa: F403
 from .samples import *  # noqa: F403
 from .samples import _bin_gaps  # noqa: F401
+
+
+def _register_the_rest() -> None:
+    """Every other module of this package registers its metrics too (a new family is one module)."""
+    import importlib
+    import pkgutil
+
+    for m in pkgutil.iter_modules(__path__):  # noqa: F405 - the package's own __path__
+        importlib.import_module(f"{__name__}.{m.name}")
+
+
+_register_the_rest()

@@ -74,6 +74,13 @@ UNIT_RANGE = {"share": (0.0, 1.0), "probability": (0.0, 1.0), "count": (0.0, mat
 UNIT_RESOLUTION = {"count": "one", "share": "image"}
 
 
+def register_family(name: str, description: str) -> None:
+    """A new stress-test family (and pytest marker), declared by the metrics module that adds it."""
+    if FAMILIES.get(name, description) != description:
+        raise ValueError(f"family {name!r} is described twice, differently")
+    FAMILIES[name] = description
+
+
 def register(name, family, description, direction, unit, needs=("test",), per=None, paired=True, range_=None,
              gated=True, resolution=None, scale=None, null=None):
     def deco(fn):
