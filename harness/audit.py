@@ -1,6 +1,6 @@
 """False alarms and detection limits of the shipped gates, measured rather than hoped for.
 
-    python -m harness audit --dataset fashion-mnist --seeds 2000-2014 --threads 1,2
+    python -m harness audit --dataset fashion-mnist --first-seed 2000 --seeds 15 --thread-counts 1,2
 
 * **False alarms**: the README's main command (``pytest stress_tests --dataset D``), unmodified
   recipes, run with seeds the calibration did not use, at each CPU thread count and in each
@@ -156,8 +156,8 @@ def detection(dataset: str, profile: str, seed: int, gates_path: Path, cache_dir
                      "kind": None if defect is None else defect.kind,
                      "strength": None if defect is None else defect.strength}
         for which, path in files.items():
-            opts = Options(dataset=dataset, profile=profile, device="cpu", data_root=None, gates_path=path,
-                           report_root=None, candidates=[], recipe_files=[], cache_dir=cache_dir, seed=seed)
+            opts = Options(dataset=dataset, profile=profile, device="cpu", gates_path=path, candidates=[],
+                           cache_dir=cache_dir, seed=seed)
 
             def provide(recipe, data, device, defect=defect):
                 sound = train.train(recipe, data, profile, device, cache_dir, progress=_quiet()).model

@@ -10,7 +10,7 @@ import time
 from . import data as data_mod
 from . import recipes
 from .cards import gate_profile
-from .run.options import DATASET_HELP, parse_seed
+from .run import flags
 
 
 def _train(args) -> int:
@@ -23,10 +23,12 @@ def _train(args) -> int:
     from .run import Options, Plan, Run
 
     t0 = time.perf_counter()
-    files = [Path(args.recipe_file)] if args.recipe_file else []
-    opts = Options(dataset=args.dataset, profile=args.profile, device=args.device, data_root=args.data_root,
-                   gates_path=Path("-"), report_root=None,
-                   candidates=[] if args.recipe_file or args.recipe == "baseline" else [args.recipe],
+    files = [Path(f) for f in args.recipe_file or []]
+    if len(files) > 1:
+        raise ValueError(f"train trains one model: give one --recipe-file (not {len(files)})")
+    opts = Options(dataset=args.dataset, profile=flags.resolve_profile(args.profile, args.device), device=args.device,
+                   data_root=args.data_root,
+                   candidates=[] if files or args.recipe == "baseline" else [args.recipe],
                    recipe_files=files, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
                    deterministic=args.deterministic, compile=args.compile, precision=args.precision,
                    threads=args.threads, seed=args.seed, image_size=args.image_size,
@@ -46,7 +48,7 @@ def _train(args) -> int:
         "data": ds.source,
         "data_fingerprint": ds.fingerprint,
         "recipe": recipe.name,
-        "profile": args.profile,
+        "profile": opts.profile,
         "seed": recipe.seed,
         "recipe_hash": recipe.hash(),
         "cache_key": result.cache_key,
@@ -96,16 +98,12 @@ def _calibrate(args) -> int:
     from . import calibrate
 
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    threads = _thread_counts(args.threads)
+    threads = args.thread_counts
     if args.seeds < 2:
-        raise ValueError("calibrate needs --seeds 2 or more (5 at least for bounds worth having) and thread counts "
-                         ">= 1 (--threads 1,2)")
-    profile = args.profile
+        raise ValueError("calibrate needs --seeds 2 or more (5 at least for bounds worth having)")
+    profile = flags.resolve_profile(args.profile, "cpu")
     out = Path(args.out) if args.out else Path("gates") / f"{Path(args.dataset).stem}.{gate_profile(profile, args.imbalance)}.toml"
     command = "python -m harness " + " ".join(shlex.quote(a) for a in args.argv)
-    if not 0 < args.false_alarm_budget < 1 or not 0 < args.confidence < 1:
-        raise ValueError(f"--false-alarm-budget {args.false_alarm_budget:g} and --confidence {args.confidence:g} are "
-                         "probabilities: give each in (0, 1), e.g. 0.05 and 0.95")
     if 42 in seeds:
         print("[calibrate] note: seed 42 is the main command's default seed; calibrating on it makes every default run "
               "a calibration run, which can reveal no false alarm (--first-seed 1000)", file=sys.stderr)
@@ -129,41 +127,13 @@ def _calibrate(args) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text}: give 1 or more")
-    return v
-
-
-def _seed_range(text: str) -> list[int]:
-    """``100-109`` or ``100,105,107`` -> seeds."""
-    out: list[int] = []
-    try:
-        for part in str(text).split(","):
-            lo, sep, hi = part.strip().partition("-")
-            out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
-    except ValueError:
-        raise ValueError(f"--seeds {text!r}: give seeds as a range or a list, e.g. 2000-2014 or 2000,2003") from None
-    return out
-
-
-def _thread_counts(text: str) -> list[int]:
-    try:
-        counts = [int(t) for t in str(text).split(",") if t.strip()]
-    except ValueError:
-        counts = []
-    if not counts or any(t < 1 for t in counts):
-        raise ValueError(f"--threads {text!r}: give CPU thread counts of 1 or more, e.g. 1,2")
-    return counts
-
-
 def _audit(args) -> int:
     from pathlib import Path
 
     from . import audit
 
-    out = audit.audit(args.dataset, args.profile, _seed_range(args.seeds), _thread_counts(args.threads),
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    out = audit.audit(args.dataset, flags.resolve_profile(args.profile, "cpu"), seeds, args.thread_counts,
                       Path(args.gates), Path(args.out), args.defect_seed,
                       Path(args.cache_dir) if args.cache_dir else None, not args.no_false_alarms, not args.no_defects,
                       progress=lambda line: print(line, file=sys.stderr), variants=tuple(args.variant or ["reference"]),
@@ -209,22 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a recipe (or load it from the model cache) and print a JSON summary")
-    t.add_argument("--dataset", required=True, help=DATASET_HELP)
-    t.add_argument("--seed", type=parse_seed, default=None, help="the recipe's seed (default: its own, 42)")
-    t.add_argument("--image-size", type=int, default=None, help="your own data: resize to N x N")
+    flags.declare(t.add_argument, ("dataset", "seed", "image-size", "recipe-file", "profile", "device", "data-root",
+                                   "cache-dir", "deterministic", "compile", "precision", "threads"),
+                  dataset={"default": None, "required": True}, profile={"default": "smoke"},
+                  threads={"help": "CPU threads (default: every core)"})
     t.add_argument("--recipe", default="baseline", choices=recipes.names(), help="baseline or an improvement")
-    t.add_argument("--recipe-file", help="a TOML recipe file (overrides --recipe); see README")
-    t.add_argument("--profile", default="smoke", choices=recipes.PROFILES)
-    t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    t.add_argument("--data-root", help=f"where the datasets are (also ${data_mod.DATA_ROOT_ENV})")
-    t.add_argument("--cache-dir", help="model cache folder (also $CNN_STRESS_CACHE)")
     t.add_argument("--no-cache", action="store_true", help="train even if cached, and do not write the cache")
     t.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")
-    t.add_argument("--deterministic", action="store_true", help="bit-exact reruns on CUDA (no cudnn.benchmark)")
-    t.add_argument("--compile", action="store_true", help="train with torch.compile")
-    t.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                   help="auto: bf16 autocast on CUDA, fp32 on a CPU")
-    t.add_argument("--threads", type=_positive, default=None, help="CPU threads (default: every core)")
     t.set_defaults(func=_train)
 
     b = sub.add_parser("bench", help="training speed: the harness's loop against the usual notebook loop, side by side")
@@ -240,49 +201,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("calibrate", help="train N seeds at each CPU thread count, measure every gated metric and write "
                        "a gates table whose bounds come from the measured spread, with their evidence")
-    k.add_argument("--dataset", required=True, help=DATASET_HELP)
-    k.add_argument("--profile", default="smoke", choices=recipes.PROFILES)
-    k.add_argument("--seeds", type=int, default=10, help="training seeds (default 10; at least 5 for useful bounds)")
-    k.add_argument("--first-seed", type=int, default=1000, help="the first seed (default 1000: the main command's 42 "
-                   "and the nox sessions' 42-47 stay held out): seeds S, S+1, ...")
-    k.add_argument("--threads", default="1,2", help="CPU thread counts to train each seed with (default 1,2: their "
-                   "different summation orders stand in for other CPUs)")
-    k.add_argument("--candidate", action="append", choices=[n for n in recipes.names() if n != "baseline"],
-                   help="improvement(s) to calibrate next to the baseline (repeatable)")
-    k.add_argument("--recipe-file", action="append", help="a TOML recipe of your own to calibrate too (repeatable)")
-    k.add_argument("--imbalance", type=float, default=1.0, help="long-tailed training subsample (gates: <profile>-imbalance)")
-    k.add_argument("--image-size", type=int, default=None, help="your own data: resize to N x N")
-    k.add_argument("--arch", default=None, help="the architecture (as the suite's --arch)")
-    k.add_argument("--false-alarm-budget", type=float, default=0.05, metavar="ALPHA",
-                   help="the chance a sound run of the calibrated recipes fails any bound (default 0.05), split "
-                        "evenly over every bound written (Bonferroni)")
-    k.add_argument("--confidence", type=float, default=0.95, help="confidence of the tolerance bound (default 0.95)")
-    k.add_argument("--gates", default="gates.toml", help="the gates file whose policy tables the calibration respects")
+    flags.declare(k.add_argument, ("dataset", "profile", "seeds", "first-seed", "thread-counts", "candidate",
+                                   "recipe-file", "imbalance", "image-size", "arch", "gates", "data-root", "cache-dir",
+                                   "autoattack"),
+                  dataset={"default": None, "required": True}, profile={"default": "smoke"},
+                  seeds={"default": 12, "help": "training seeds (default 12; at least 5 for useful bounds)"},
+                  cache_dir={"help": "model cache root (each thread count trains into its own threads-<t> folder)"})
+    k.add_argument("--false-alarm-budget", type=flags.probability("the false-alarm budget"), default=0.05,
+                   metavar="ALPHA", help="the chance a sound run of the calibrated recipes fails any bound (default "
+                   "0.05), split evenly over every bound written (Bonferroni)")
+    k.add_argument("--confidence", type=flags.probability("the confidence"), default=0.95,
+                   help="confidence of the tolerance bound (default 0.95)")
     k.add_argument("--out", help="the gates file to write (default gates/<dataset>.<profile>.toml)")
-    k.add_argument("--data-root")
-    k.add_argument("--cache-dir", help="model cache root (each thread count trains into its own threads-<t> folder)")
-    k.add_argument("--jobs", type=int, default=None, help="runs at a time (default: cores / threads)")
+    k.add_argument("--jobs", type=flags.positive_int, default=None, help="runs at a time (default: cores / threads)")
     k.add_argument("--skip-baseline", action="store_true", help="measure the baseline (the candidates' effects pair with "
                    "it) but do not write its table (a calibration of more seeds writes it)")
-    k.add_argument("--autoattack", type=int, default=None, metavar="N", help="AutoAttack on N images (as the suite's)")
     k.set_defaults(func=_calibrate)
 
     a = sub.add_parser("audit", help="false alarms of the shipped gates (the main command on uncalibrated seeds at 1 and "
                        "2 threads, from an empty cache) and detection limits (graded planted defects)")
-    a.add_argument("--dataset", default="fashion-mnist")
-    a.add_argument("--profile", default="smoke", choices=recipes.PROFILES)
-    a.add_argument("--seeds", default="2000-2014", help="seeds the calibration did not use: 2000-2014 or 2000,2003")
-    a.add_argument("--threads", default="1,2")
-    a.add_argument("--defect-seed", type=int, default=42, help="the seed of the sound baseline defects are planted in")
-    a.add_argument("--gates", default="gates.toml")
+    flags.declare(a.add_argument, ("dataset", "profile", "seeds", "first-seed", "thread-counts", "gates", "cache-dir"),
+                  profile={"default": "smoke"},
+                  seeds={"default": 15, "help": "seeds the calibration did not use (default 15: 2000-2014)"},
+                  first_seed={"default": 2000, "help": "the first of the --seeds seeds (default 2000)"},
+                  cache_dir={"help": "model cache of the sound baseline (the false-alarm runs use empty ones)"})
+    a.add_argument("--defect-seed", type=flags.parse_seed, default=42,
+                   help="the seed of the sound baseline defects are planted in")
     a.add_argument("--out", default="reports/audit")
-    a.add_argument("--cache-dir", help="model cache of the sound baseline (the false-alarm runs use empty ones)")
     a.add_argument("--no-false-alarms", action="store_true")
     a.add_argument("--no-defects", action="store_true")
     a.add_argument("--variant", action="append", choices=["reference", "bf16", "native"],
-                   help="regime variants to run (repeatable; default: reference). bf16 and native run the first two "
-                        "seeds: their calibrated bounds must be reported, not gated")
-    a.add_argument("--variant-seeds", type=_positive, default=2, metavar="N",
+                   help="regime variants to run (repeatable; default: reference). bf16 and native run the first seeds "
+                        "(--variant-seeds): their calibrated bounds must be reported, not gated")
+    a.add_argument("--variant-seeds", type=flags.positive_int, default=2, metavar="N",
                    help="seeds run in each variant other than the reference (default 2)")
     a.add_argument("--compare-gates", metavar="OLD.toml", help="also check the planted defects against this gates file "
                    "(detection limits before and after a change of rule)")

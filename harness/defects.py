@@ -78,7 +78,7 @@ class _Wrapped(nn.Module):
         return cam_layers(self.model)
 
     @property
-    def DEFAULT_CAM_LAYER(self):  # noqa: N802 - the attribute explain.py reads
+    def DEFAULT_CAM_LAYER(self):  # noqa: N802 - the attribute harness.explain reads
         from .explain import default_cam_layer
 
         return default_cam_layer(self.model)

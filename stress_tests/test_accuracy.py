@@ -1,4 +1,4 @@
-"""Overall, per-class and balanced accuracy, and the test loss (harness/metrics.py)."""
+"""Overall, per-class and balanced accuracy, and the test loss (harness/metrics/)."""
 
 import pytest
 

@@ -1,7 +1,7 @@
 """Grad-CAM attention (seeds 000, 001, 004): where was each model looking when it decided,
 on one shared set of images (the named cases, every model's most confident errors and right
 predictions of the same classes)? Maps at the architecture's documented layer (7x7 / 8x8);
-definitions in harness/explain.py and harness/metrics.py. The normalised entropy and the
+definitions in harness/explain/ and harness/metrics/. The normalised entropy and the
 top-10% share are reported next to the Gini index (the same property, three ways)."""
 
 import pytest

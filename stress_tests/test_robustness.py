@@ -1,6 +1,6 @@
 """Robustness (seeds 002 and 003): common corruptions at five severities, L-inf attacks at a
 reference budget, occlusion at the worst placement, lower resolution, shifts and rotations.
-What each stress does and how strong it is: harness/stress.py; the numbers: harness/metrics.py."""
+What each stress does and how strong it is: harness/stress.py; the numbers: harness/metrics/."""
 
 import pytest
 

@@ -3,8 +3,8 @@ arithmetic (``harness.regime``), measure every gated metric, screen each metric'
 bound it on its own scale by one stated rule (``rule.py``), and write a gates table with the
 evidence and the regime beside every bound.
 
-    python -m harness calibrate --dataset fashion-mnist --profile smoke --first-seed 1000 --seeds 16 \
-        --threads 1,2 --candidate augment --out gates/fashion-mnist.smoke.toml
+    python -m harness calibrate --dataset fashion-mnist --profile smoke --first-seed 1000 --seeds 12 \
+        --thread-counts 1,2 --candidate augment --out gates/fashion-mnist.smoke.toml
 
 The rule, the screen, the false-alarm budget and their arithmetic: ``rule.py`` and
 docs/verdicts.md. Policy bounds a calibrated table would inherit (``[default.<profile>.default]``:

@@ -74,7 +74,7 @@ def run_task(task: Task) -> dict:
     _init_threads(task.threads)
     t0 = time.perf_counter()
     opts = Options(dataset=task.dataset, profile=task.profile, device="cpu", data_root=task.data_root,
-                   gates_path=Path(task.gates), report_root=None, candidates=list(task.candidates),
+                   gates_path=Path(task.gates), candidates=list(task.candidates),
                    recipe_files=[Path(p) for p in task.recipe_files], cache_dir=Path(task.cache_dir) if task.cache_dir
                    else None, imbalance=task.imbalance, image_size=task.image_size, arch=task.arch, seed=task.seed,
                    autoattack=task.autoattack, threads=task.threads)

@@ -26,8 +26,9 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
+
+from . import Origin, origin_path
 
 
 # Kinds measured as Ray tasks (the others are cheap, or depend on several models at once).
@@ -80,28 +81,6 @@ def _probe(address: str, timeout: float = 5.0) -> None:
     except OSError as exc:
         raise RayUnavailable(f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); start "
                              "one with `ray start --head` or give the head's address (host:6379)") from exc
-
-
-@dataclass
-class Origin:
-    """Where a cache entry was made (a sidecar beside it: ``<entry>.origin.json``)."""
-
-    executor: str
-    node: str
-    pid: int
-    threads: int
-    seconds: float
-
-
-def _origin_path(entry: Path) -> Path:
-    return entry.with_name(entry.name + ".origin.json")
-
-
-def read_origin(entry: Path) -> dict | None:
-    import json
-
-    p = _origin_path(entry)
-    return json.loads(p.read_text()) if p.exists() else None
 
 
 # ============================================================================ the tasks (run on workers)
@@ -253,7 +232,7 @@ class RayExecutor:
                     Path(f.name).unlink(missing_ok=True)
                 from ..io import atomic_write_text
 
-                atomic_write_text(_origin_path(path), __import__("json").dumps(out["origin"]))
+                atomic_write_text(origin_path(path), __import__("json").dumps(out["origin"]))
                 done["trained"].append({"model": m, **out["origin"]})
                 self._say(f"[{m}] trained on {out['origin']['node']} in {out['origin']['seconds']:.1f}s")
             # measurements: what the evidence cache lacks, for every model

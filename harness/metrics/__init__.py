@@ -12,7 +12,7 @@ Metric functions read *evidence* about one model, named by ``Metric.needs``:
   the test split, the validation split, or a fixed seeded sample of the images it was
   trained on, evaluated in eval mode);
 * ``robustness``: ``{condition: Samples}`` on the same stressed test images;
-* ``attention``: an ``Attention`` (per-image heatmap scores, see ``harness/explain.py``).
+* ``attention``: an ``Attention`` (per-image heatmap scores, see ``harness/explain/``).
 
 A function of one ``Samples`` (or of a dict of them on the same images) is a function of
 per-sample arrays, so the paired bootstrap of ``compare.py`` reuses it on resampled

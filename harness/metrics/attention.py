@@ -16,7 +16,7 @@ from .samples import HIGHER, LOWER, NEUTRAL, NotApplicable
 # Evidence ``attention``: one ``Attention`` per model on the run's shared explanation set (the
 # same images for every model: the seed's named cases, each model's most confident errors and
 # correct predictions of the same classes), each image explained for the model's own
-# prediction. Per-image scores (harness/explain.py) are NaN where the map is degenerate (all
+# prediction. Per-image scores (harness/explain/) are NaN where the map is degenerate (all
 # zero, constant or not finite); such maps are counted, never scored.
 
 

@@ -159,7 +159,7 @@ def render_html(record: dict, files: list[str]) -> str:
     if at[1]:
         body.append("<h3>Attention on the shared explanation set</h3><p class='meta'>The same images for every model: "
                     "the named cases, each model's most confident errors and right predictions of the same classes; "
-                    "each explained for the model's own prediction. Definitions: harness/explain.py.</p>" + html_table(at))
+                    "each explained for the model's own prediction. Definitions: harness/explain/.</p>" + html_table(at))
         ac = findings.table_attention_changes(record)
         if ac[1]:
             body.append("<h4>Before and after, paired on those images</h4>" + html_table(ac))

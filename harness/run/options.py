@@ -6,37 +6,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DATASET_HELP = ("the dataset: fashion-mnist, cifar10, cifar100, a folder (train/<class>/..., test/<class>/...), a .npz "
-                "(x_train, y_train, x_test, y_test), or a name in datasets.toml")
-
-
-MAX_SEED = 2**32 - 1  # what every generator the harness seeds (torch, numpy, Python) accepts
-
-
-def parse_seed(text: str) -> int:
-    """A seed from the command line: a whole number from 0 to ``MAX_SEED``."""
-    import argparse
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: a seed is a whole number") from None
-    if not 0 <= v <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"{text}: give a seed from 0 to {MAX_SEED}")
-    return v
+from .flags import DATASET_HELP, parse_seed  # noqa: F401 - where the command lines find them
 
 
 @dataclass
 class Options:
+    """Everything a run was asked; building one needs only what differs from the defaults
+    (``Options(dataset="fashion-mnist", seed=7)``)."""
+
     dataset: str  # a built-in name, a folder or .npz of one's own, or a name in datasets.toml
-    profile: str  # smoke | full (what --profile auto resolved to)
-    device: str
-    data_root: str | None
-    gates_path: Path
-    report_root: Path | None
-    candidates: list[str] | None  # None: the dataset's default (its card's seed improvement), if any
-    recipe_files: list[Path]
-    cache_dir: Path | None
+    profile: str = "smoke"  # smoke | full (what --profile auto resolved to)
+    device: str = "auto"
+    data_root: str | None = None
+    gates_path: Path = field(default_factory=lambda: Path(__file__).resolve().parents[2] / "gates.toml")
+    report_root: Path | None = None  # None: no report
+    candidates: list[str] | None = None  # None: the dataset's default (its card's seed improvement), if any
+    recipe_files: list[Path] = field(default_factory=list)
+    cache_dir: Path | None = None  # None: the default model cache ($CNN_STRESS_CACHE or ~/.cache/cnn-stress/models)
     imbalance: float = 1.0
     cam_method: str = "gradcam"
     cam_layer: str | None = None
