@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import models, train
+from . import cards, models, train
 from .data import Dataset
 from .recipes import Recipe
 
@@ -49,7 +49,7 @@ def usual_loop(recipe: Recipe, data: Dataset, steps: int, device: torch.device) 
     from PIL import Image
     from torchvision import transforms
 
-    mean, std = models.NORMALISATION[recipe.dataset]
+    mean, std = cards.card(recipe.dataset).normalisation
     augment = [transforms.RandomHorizontalFlip(recipe.hflip)] if recipe.hflip else []
     if recipe.rotation:
         augment.append(transforms.RandomRotation(recipe.rotation))

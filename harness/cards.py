@@ -39,6 +39,17 @@ class DatasetCard:
     imbalance: float = 0.1  # class k keeps imbalance**(k/(K-1)) of its images in long-tailed runs
     flip_invariant: bool = True  # a horizontal flip keeps every class
     cifar_c: str | None = None  # the folder of the published corrupted test set, where one exists
+    num_classes: int = 0  # the class count (0: len(classes)); CIFAR's names come from its files
+    sibling: str | None = None  # a built-in dataset of other classes and the same kind of image (an OOD set)
+    baseline: dict = field(default_factory=dict, compare=False)  # the seed's baseline recipe (harness.recipes.Recipe's fields)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, *self.size)
+
+    @property
+    def class_count(self) -> int:
+        return self.num_classes or len(self.classes)
 
 
 FASHION_MNIST_CLASSES = (
@@ -65,20 +76,30 @@ FASHION_MNIST_CLASSES = (
 # 0.60 / 0.48 at 0.05 and 0.36 / 0.11 at 0.1 (8/255 = 0.031 gives 0.70 / 0.63). Larger
 # budgets (0.2: PGD 0.00 on that model; 0.3) only separate adversarially trained models:
 # add them for such candidates, not to the default sweep.
+# The seeds' baseline recipes (the full profile; harness.recipes.Recipe's fields). seed 000: the
+# small CNN, Adam 1e-3, batch 64, 30 epochs. seed 001: ResNet-18, SGD 0.1 momentum 0.9, weight
+# decay 5e-4, 50 epochs, x0.1 at 25 and 40, crop 32 pad 4 + flip; the seed does not state its
+# batch size: 128, the usual for this recipe. seed 004: the same for CIFAR-10.
+SMALL_CNN_RECIPE = dict(arch="small-cnn", optimizer="adam", lr=1e-3, batch_size=64, epochs=30, seed=42)
+RESNET_RECIPE = dict(arch="resnet18", optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=50,
+                     milestones=(25, 40), gamma=0.1, batch_size=128, crop_padding=4, hflip=0.5, seed=42)
+
 DATASETS: dict[str, DatasetCard] = {
     # seed 000: Fashion-MNIST, normalised (x - 0.5) / 0.5; 54,000 / 6,000 split
     "fashion-mnist": DatasetCard(
         "fashion-mnist", 1, (28, 28), ((0.5,), (0.5,)), 6_000, FASHION_MNIST_CLASSES,
         attack_grid=(0.01, 0.02, 0.05, 0.1), reference_eps=0.05, fgsm_training_eps=0.05,
-        default_candidate="augment"),
+        default_candidate="augment", baseline=SMALL_CNN_RECIPE),
     # seed 004: CIFAR-10, the usual per-channel training-set statistics; 45,000 / 5,000
     "cifar10": DatasetCard(
         "cifar10", 3, (32, 32), ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)), 5_000,
-        default_candidate="label-smoothing", cifar_c="CIFAR-10-C"),
+        default_candidate="label-smoothing", cifar_c="CIFAR-10-C", num_classes=10, sibling="cifar100",
+        baseline=RESNET_RECIPE),
     # seed 001: CIFAR-100 and its five named failures
     "cifar100": DatasetCard(
         "cifar100", 3, (32, 32), ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)), 5_000,
-        named_cases=(3640, 2372, 8225, 5864, 1214), default_candidate="cutmix", cifar_c="CIFAR-100-C"),
+        named_cases=(3640, 2372, 8225, 5864, 1214), default_candidate="cutmix", cifar_c="CIFAR-100-C",
+        num_classes=100, sibling="cifar10", baseline=RESNET_RECIPE),
 }
 BUILTIN = tuple(DATASETS)
 

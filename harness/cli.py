@@ -7,8 +7,8 @@ import json
 import sys
 import time
 
+from . import cards, recipes
 from . import data as data_mod
-from . import recipes
 from .cards import gate_profile
 from .run import flags
 
@@ -77,8 +77,8 @@ def _bench(args) -> int:
     for name in args.dataset:
         recipe = recipes.get(name, args.recipe, "full")
         if args.synthetic or name != "fashion-mnist":
-            shape, k = ((1, 28, 28), 10) if name == "fashion-mnist" else ((3, 32, 32), 100 if name == "cifar100" else 10)
-            ds = bench.synthetic(name, shape, k, recipe.batch_size * (args.steps + 8))
+            card = cards.card(name)
+            ds = bench.synthetic(name, card.shape, card.class_count, recipe.batch_size * (args.steps + 8))
         else:
             ds = data_mod.load(name, args.data_root, download=False)
         results.append(bench.compare(recipe, ds, steps=args.steps, rounds=args.rounds, device=dev))

@@ -243,7 +243,9 @@ def builtin_names(data, data_root=None) -> list[str]:
 
 
 def _sibling(data) -> str | None:
-    return {"cifar10": "cifar100", "cifar100": "cifar10"}.get(data.name) if data.builtin else None
+    from .cards import DATASETS
+
+    return DATASETS[data.name].sibling if data.builtin and data.name in DATASETS else None
 
 
 def _builtin(data, data_root=None, n: int = OOD_IMAGES) -> dict[str, torch.Tensor]:

@@ -137,18 +137,10 @@ _TYPE_WORDS = {"str": "a string", "float": "a number", "int": "a whole number", 
 
 # ------------------------------------------------------------------ seed recipes (full profile)
 
-_FMNIST = Recipe(
-    name="baseline", dataset="fashion-mnist", arch="small-cnn",
-    optimizer="adam", lr=1e-3, batch_size=64, epochs=30, seed=42,
-)  # seed 000
-_CIFAR100 = Recipe(
-    name="baseline", dataset="cifar100", arch="resnet18",
-    optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=50, milestones=(25, 40),
-    gamma=0.1, batch_size=128, crop_padding=4, hflip=0.5, seed=42,
-)  # seed 001; the seed does not state its batch size: 128, the usual for this recipe
-_CIFAR10 = replace(_CIFAR100, dataset="cifar10")  # seed 004: the same shape, 10 classes
-
-BASELINES = {"fashion-mnist": _FMNIST, "cifar10": _CIFAR10, "cifar100": _CIFAR100}
+# The seeds' baselines: each dataset card's recipe (harness/cards.py says which seed and why).
+BASELINES = {name: Recipe(name="baseline", dataset=name, **card.baseline) for name, card in cards.DATASETS.items()}
+_FMNIST = Recipe(name="baseline", dataset="fashion-mnist", **cards.SMALL_CNN_RECIPE)  # for data of one's own
+_CIFAR100 = Recipe(name="baseline", dataset="cifar100", **cards.RESNET_RECIPE)
 
 # Improvements: each changes only the fields it names (tests check the recipe diff).
 IMPROVEMENTS: dict[str, dict] = {
