@@ -74,7 +74,8 @@ def needed_by(families: set[str]) -> set[str]:
 
 cache_only("comparison", ("compare.py", "metrics"), "paired bootstraps of two models (the run caches them)")
 cache_only("paired_change", ("compare.py", "metrics"), "one paired change with its interval")
-cache_only("figures", ("report/figures.py", "report/figcache.py", "metrics"), "the figure cache's drawing code")
+cache_only("figures", ("report/figures.py", "report/figures_beyond.py", "report/figcache.py", "metrics"),
+           "the figure cache's drawing code")
 cache_only("ood_screen", ("ood.py", "leakage.py"), "which built-in OOD sets are out of distribution for a dataset")
 
 def _register_all() -> None:

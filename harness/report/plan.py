@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import metrics
-from . import figures, findings
+from . import figures, figures_beyond, findings
 from .io import ModelData, candidates, model_order, record_classes, stems
 
 SECTIONS = {
@@ -162,7 +162,7 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
             "ood_confidence",
             "Maximum softmax probability of the test images (grey bars) and of each out-of-distribution set (lines): "
             "a model aware of what it has never seen keeps the sets to the left.",
-            "beyond", lambda: draw(figures.ood_histograms, ood_h, edges),
+            "beyond", lambda: draw(figures_beyond.ood_histograms, ood_h, edges),
         ))
     sizes = {m: {k: v["size_histogram"] for k, v in models[m]["conformal"].items() if isinstance(v, dict)
                  and "size_histogram" in v} for m in order if models[m].get("conformal")}
@@ -171,14 +171,14 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
             "conformal_set_sizes",
             "Sizes of the conformal prediction sets (calibrated on the validation split): at the same coverage, "
             "smaller sets are more useful; a set of one class is a confident answer.",
-            "beyond", lambda: draw(figures.set_size_histograms, sizes),
+            "beyond", lambda: draw(figures_beyond.set_size_histograms, sizes),
         ))
     if leakage is not None and len(leakage.get("test_ids", [])):
         specs.append(FigureSpec(
             "leakage_pairs",
             "Test images (top) with a near-duplicate in the training split (bottom), most similar first (cosine of "
             "the mean-centred pixels).",
-            "beyond", lambda: draw(figures.leakage_pairs, leakage["test"], leakage["train"], leakage["test_ids"],
+            "beyond", lambda: draw(figures_beyond.leakage_pairs, leakage["test"], leakage["train"], leakage["test_ids"],
                                                     leakage["train_ids"], leakage["similarity"]),
         ))
     histories = {m: models[m].get("history") or [] for m in order}
