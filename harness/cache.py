@@ -26,7 +26,7 @@ import torch
 CACHE_ENV = "CNN_STRESS_CACHE"
 CACHE_FORMAT = 3
 HERE = Path(__file__).resolve().parent
-CODE_FILES = ("models.py", "augment.py", "train.py", "evaluate.py")
+CODE_FILES = ("models.py", "augment.py", "train.py", "runtime.py", "losses.py", "evaluate.py")
 LOGIT_SPLITS = ("val", "test", "train_sample")
 
 

@@ -41,13 +41,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# Per-channel normalisation constants. Fashion-MNIST: seed 000's (x - 0.5) / 0.5.
-# CIFAR: the usual per-channel training-set statistics.
-NORMALISATION = {
-    "fashion-mnist": ((0.5,), (0.5,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-}
+from . import cards
 
 
 class Normalize(nn.Module):
@@ -237,8 +231,8 @@ def build(arch: str, dataset: str, num_classes: int, in_channels: int | None = N
     ``normalisation``: (mean, std) per channel; default: the built-in dataset's."""
     if normalisation is not None:
         mean, std = normalisation
-    elif dataset in NORMALISATION:
-        mean, std = NORMALISATION[dataset]
+    elif dataset in cards.DATASETS:  # the built-in dataset's card
+        mean, std = cards.DATASETS[dataset].normalisation
     else:
         c = in_channels or (image_shape[0] if image_shape else 3)
         mean, std = (0.5,) * c, (0.5,) * c

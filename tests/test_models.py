@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness import models
+from harness import cards, models
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +87,7 @@ def test_small_cnn_geometry_28_to_3():
 ])
 def test_normalisation_is_the_first_layer(arch, dataset, classes, shape):
     model = models.build(arch, dataset, classes).eval()
-    mean, std = models.NORMALISATION[dataset]
+    mean, std = cards.card(dataset).normalisation
     m = torch.tensor(mean).view(1, -1, 1, 1)
     s = torch.tensor(std).view(1, -1, 1, 1)
     x = torch.rand(4, *shape)
@@ -107,7 +107,7 @@ def test_normalisation_is_the_first_layer(arch, dataset, classes, shape):
 
 
 def test_normalisation_constants():
-    assert models.NORMALISATION["fashion-mnist"] == ((0.5,), (0.5,))
+    assert cards.card("fashion-mnist").normalisation == ((0.5,), (0.5,))  # seed 000: (x - 0.5) / 0.5
     x = torch.tensor([0.0, 0.5, 1.0]).view(1, 1, 1, 3)
     n = models.Normalize((0.5,), (0.5,))
     assert torch.equal(n(x), torch.tensor([-1.0, 0.0, 1.0]).view(1, 1, 1, 3))  # seed 000's (x - 0.5) / 0.5
