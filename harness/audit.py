@@ -99,7 +99,7 @@ def false_alarms(dataset: str, seeds: list[int], threads: list[int], work: Path,
     cores = os.cpu_count() or 1
     for variant in variants:
         chosen = seeds if variant == "reference" else seeds[:variant_seeds]
-        for t in threads:
+        for t in threads if variant == "reference" else threads[-1:]:
             with ThreadPoolExecutor(max_workers=max(1, cores // t)) as pool:
                 for r in pool.map(lambda s, t=t, v=variant: _suite_run(dataset, s, t, work, extra or [], v), chosen):
                     runs.append(r)
@@ -114,9 +114,12 @@ def false_alarms(dataset: str, seeds: list[int], threads: list[int], work: Path,
 
 
 def per_gate(runs: list[dict]) -> dict[str, dict]:
-    """Per gate: the runs that checked it and those it failed."""
+    """Per gate: the reference runs that checked it and those it failed (the variants' calibrated
+    bounds are reported, not gated)."""
     out: dict[str, dict] = {}
     for r in runs:
+        if r.get("variant", "reference") != "reference":
+            continue
         for key, failed in (r.get("gates") or {}).items():
             e = out.setdefault(key, {"checked": 0, "failed": 0})
             e["checked"] += 1
@@ -138,32 +141,36 @@ def predicted_tail(gates_path: Path) -> dict:
 
 
 def detection(dataset: str, profile: str, seed: int, gates_path: Path, cache_dir: Path | None,
-              plan: list[defects.Defect] | None = None, progress=print, compare_gates: Path | None = None) -> dict:
+              plan: list[defects.Defect] | None = None, progress=print, compare_gates: Path | None = None,
+              data_root: str | None = None) -> dict:
     """Each graded defect planted in the sound baseline (seed ``seed``), checked against every
     bound of the baseline's table: which families fail, and the smallest strength each
     defect's own family catches."""
     from . import train
     from .data import class_names
     from .gates import Gates
-    from .run import Options, Session
+    from .run import GateBook, Options, Session
 
     files = {"now": gates_path, **({"before": compare_gates} if compare_gates else {})}
-    plan = plan if plan is not None else defects.graded(tuple(class_names(dataset)))
+    plan = plan if plan is not None else defects.graded(tuple(class_names(dataset, data_root)))
     rows = []
     t0 = time.perf_counter()
     for defect in [None, *plan]:
         row: dict = {"defect": "none (the sound model)" if defect is None else defect.label,
                      "kind": None if defect is None else defect.kind,
                      "strength": None if defect is None else defect.strength}
+        opts = Options(dataset=dataset, profile=profile, device="cpu", gates_path=gates_path, candidates=[],
+                       cache_dir=cache_dir, seed=seed, data_root=data_root)
+
+        def provide(recipe, data, device, defect=defect):
+            sound = train.train(recipe, data, profile, device, cache_dir, progress=_quiet()).model
+            return sound if defect is None else defects.plant(defect, sound, data)
+
+        s = Session.create(opts, Gates.load(gates_path), providers={"baseline": provide})
         for which, path in files.items():
-            opts = Options(dataset=dataset, profile=profile, device="cpu", gates_path=path, candidates=[],
-                           cache_dir=cache_dir, seed=seed)
-
-            def provide(recipe, data, device, defect=defect):
-                sound = train.train(recipe, data, profile, device, cache_dir, progress=_quiet()).model
-                return sound if defect is None else defects.plant(defect, sound, data)
-
-            s = Session.create(opts, Gates.load(path), providers={"baseline": provide})
+            if which != "now":  # the same model and evidence, the other file's bounds (whatever regime they record)
+                s.plan.gates = Gates.load(path)
+                s.book = GateBook(s.run, ignore_regime=True)
             records = s.book.check_every_bound("baseline")
             failed = [r for r in records if r.outcome.status in ("failed", "xpass")]
             families = sorted({metrics.get(r.outcome.gate.metric).family for r in failed})
