@@ -224,15 +224,19 @@ def _from_npz(path: Path, name: str, image_size: int | None, flip: bool) -> Data
 # ============================================================================ image folders
 
 
-def _decode(path: Path) -> np.ndarray:
-    """HWC uint8 (C = 1 or 3) with Pillow; raises DatasetFormatError naming the file."""
+def _decode(path: Path, keep_float: bool = False) -> np.ndarray:
+    """HWC uint8 (C = 1 or 3) with Pillow; raises DatasetFormatError naming the file. A 32-bit
+    float image ("F") is read by its range, never cast (a cast makes [0, 1] all black): with
+    ``keep_float`` it is returned as float64 for ``scale_floats`` to scale with its folder (a
+    dark image of a [0, 255] folder would otherwise look like one in [0, 1])."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode == "F":  # 32-bit float: read by its range, never cast (a cast makes [0, 1] all black)
-                arr = _from_float(np.asarray(im, dtype=np.float64), path)
+            if im.mode == "F":
+                arr = np.asarray(im, dtype=np.float64)
+                arr = _checked_float(arr, path) if keep_float else _from_float(arr, path)
             elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = (np.asarray(im, dtype=np.float64) / 65535 * 255).round().astype(np.uint8)
             else:
@@ -246,7 +250,33 @@ def _decode(path: Path) -> np.ndarray:
                                  "remove it or convert it to PNG or JPEG") from exc
     if arr.ndim == 2:
         arr = arr[..., None]
-    return np.ascontiguousarray(arr, dtype=np.uint8)
+    return np.ascontiguousarray(arr, dtype=np.float64 if arr.dtype == np.float64 else np.uint8)
+
+
+def _checked_float(a: np.ndarray, path: Path) -> np.ndarray:
+    if not np.isfinite(a).all():
+        raise DatasetFormatError(f"{path}: a float image with NaN or infinite values: fix or remove it")
+    return a
+
+
+def scale_floats(decoded: dict, where) -> None:
+    """Float images (``_decode(keep_float=True)``) of one folder as 8-bit, in place, all by one
+    scale decided by the whole folder's range: [0, 1] scaled by 255, [0, 255] kept; any other
+    range is refused, naming the file that leaves it."""
+    floats = {p: a for p, a in decoded.items() if a.dtype == np.float64}
+    if not floats:
+        return
+    lo_p = min(floats, key=lambda p: float(floats[p].min()))
+    hi_p = max(floats, key=lambda p: float(floats[p].max()))
+    lo, hi = float(floats[lo_p].min()), float(floats[hi_p].max())
+    if lo < 0 or hi > 255:
+        bad = lo_p if lo < 0 else hi_p
+        raise DatasetFormatError(
+            f"{where}: float images with values from {lo:.4g} to {hi:.4g} ({bad} leaves 0-255): the harness reads "
+            "float images in [0, 1] or in [0, 255]; rescale them, e.g. to (x - x.min()) / (x.max() - x.min())")
+    factor = 255.0 if hi <= 1.0 else 1.0
+    for p, a in floats.items():
+        decoded[p] = (a * factor).round().astype(np.uint8)
 
 
 def _from_float(a: np.ndarray, path: Path) -> np.ndarray:
@@ -334,7 +364,8 @@ def _from_folders(root: Path, name: str, image_size: int | None, flip: bool) -> 
             split_files[split] = (f, lab)
     all_files = [p for f, _ in split_files.values() for p in f]
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
-        decoded = dict(zip(all_files, pool.map(_decode, all_files)))
+        decoded = dict(zip(all_files, pool.map(lambda p: _decode(p, keep_float=True), all_files)))
+    scale_floats(decoded, root)
     channels = {}
     sizes = {}
     for p, arr in decoded.items():

@@ -8,8 +8,9 @@
   measures it again. Files are ``.npz`` with ``allow_pickle=False`` (a file in a shared cache
   folder never runs code), written atomically, checked on load (a checksum over the arrays and
   the entry's key, which the file carries: a file copied over another entry is another model's
-  evidence); a damaged or foreign file is measured again, with a warning. Files written before
-  keys were recorded (no key in their head) are read as before.
+  evidence); a damaged or foreign file is measured again, with a warning. A file without a key
+  in its head (written before entries recorded theirs) cannot prove whose evidence it is, so it
+  is measured again too.
 * ``EvidenceStore``: one run's evidence shared by its pytest-xdist workers and controller
   (``<run>/.workers/evidence``), by model name; deleted with the run's partial folder.
 """
@@ -151,7 +152,10 @@ class EvidenceCache:
                 head = json.loads(str(z["__spec__"]))
             if _checksum(arrays, json.dumps(head["spec"], sort_keys=True) + head.get("key", "")) != head["checksum"]:
                 raise ValueError("its arrays do not match their checksum")
-            if "key" in head and head["key"] != key:  # a file copied over another entry: another model's evidence
+            if "key" not in head:  # cannot prove whose evidence it is: copied from anywhere, it would be served
+                raise ValueError("it records no key (written before entries recorded theirs), so whose evidence "
+                                 "it is cannot be checked")
+            if head["key"] != key:  # a file copied over another entry: another model's evidence
                 raise ValueError(f"it holds the evidence of another entry ({head['key']}), not {key}")
             return unpack(arrays, head["spec"]), head.get("meta") or {}
         except Exception as exc:  # damaged or foreign: measured again

@@ -288,7 +288,9 @@ def load_own(path: str | Path, shape: tuple[int, int, int], n: int = OOD_IMAGES)
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in custom_data.IMAGE_SUFFIXES)
         if not files:
             raise DatasetFormatError(f"--ood {path}: no images under it ({', '.join(sorted(custom_data.IMAGE_SUFFIXES))})")
-        decoded = [custom_data._decode(p) for p in files[:n]]
+        decoded = {p: custom_data._decode(p, keep_float=True) for p in files[:n]}
+        custom_data.scale_floats(decoded, f"--ood {path}")
+        decoded = list(decoded.values())
         x = torch.stack([torch.nn.functional.interpolate(torch.from_numpy(a.transpose(2, 0, 1).copy())[None].float(),
                                                          size=(h, w), mode="bilinear", antialias=True,
                                                          align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)

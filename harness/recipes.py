@@ -91,6 +91,8 @@ class Recipe:
         for name in ("lr", "batch_size", "epochs"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name}={getattr(self, name)} (must be > 0)")
+        if not 0 <= self.seed <= 2**32 - 1:  # torch and numpy seed with an unsigned 32-bit number
+            problems.append(f"seed={self.seed} (a seed from 0 to {2**32 - 1})")
         for name in ("hflip", "cutmix_prob", "mixup_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 problems.append(f"{name}={getattr(self, name)} (a probability in [0, 1])")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import shutil
 import sys
 from pathlib import Path
@@ -48,11 +50,23 @@ def test_float_tiffs_in_0_1_are_read_as_their_pixels_not_as_black(tmp_path):
     assert np.array_equal(first, expected)
 
 
+def test_float_tiffs_in_0_255_are_scaled_by_their_folder_not_image_by_image(tmp_path):
+    """A dark image of a [0, 255] folder (its maximum below 1) is not scaled by 255 as if it
+    were in [0, 1]: the folder's range decides one scale for all."""
+    rng = np.random.default_rng(2)
+    imgs = {c: [(rng.random((8, 8)) * 255).astype(np.float32) for _ in range(12)] for c in ("a", "b")}
+    imgs["a"][0] = np.full((8, 8), 0.5, np.float32)  # a near-black frame of the same folder
+    ds = custom_data.load(str(_folder(tmp_path / "bytes", imgs, "F")))
+    pos = list(ds.test_names).index("test/a/0.tiff")
+    assert int(np.asarray(ds.test_x[pos]).max()) <= 1  # kept at its level, not 0.5 * 255
+    assert int(np.asarray(ds.test_x).max()) > 200
+
+
 def test_float_images_of_another_range_and_blank_images_are_refused(tmp_path):
     rng = np.random.default_rng(1)
     wide = {c: [(rng.random((8, 8)) * 1000).astype(np.float32) for _ in range(4)] for c in ("a", "b")}
-    with pytest.raises(DatasetFormatError, match=r"a float image with values from \d.* to 9\d\d\.?\d*: the harness "
-                                                  r"reads images in 0-255 \(or floats in \[0, 1\]\); rescale it"):
+    with pytest.raises(DatasetFormatError, match=r"float images with values from \d.* to 9\d\d\.?\d* \(\S+\.tiff leaves "
+                                                  r"0-255\): the harness reads float images in \[0, 1\] or in \[0, 255\]"):
         custom_data.load(str(_folder(tmp_path / "wide", wide, "F")))
     x = np.zeros((12, 8, 8), np.uint8)
     np.savez(tmp_path / "black.npz", x_train=x, y_train=np.arange(12) % 2, x_test=x[:6], y_test=np.arange(6) % 2)
@@ -103,6 +117,19 @@ def softmaxed(num_classes):
 
 def log_softmaxed(num_classes):
     return nn.Sequential(nn.Flatten(), nn.Linear(256, num_classes), nn.LogSoftmax(dim=1))
+
+
+class _Nan(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.fc = nn.Linear(256, num_classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)).log() * 0 + torch.log(torch.zeros(1)) * 0  # log(0) * 0: NaN
+
+
+def nan_builder(num_classes):
+    return _Nan(num_classes)
 '''
 
 
@@ -114,6 +141,18 @@ def test_a_model_that_returns_probabilities_is_refused_before_training(tmp_path,
                                          r"not logits: .* Remove the final softmax \(a log-softmax is fine\)"):
         _plan(tmp_path, arch="wrong_nets:softmaxed", n_train=200).validate()
     _plan(tmp_path, arch="wrong_nets:log_softmaxed", n_train=200).validate()  # log-probabilities are logits
+    assert not (tmp_path / "cache").exists()
+    sys.modules.pop("wrong_nets", None)
+
+
+def test_a_model_of_ones_own_that_gives_nan_is_refused_before_training(tmp_path, monkeypatch):
+    (tmp_path / "wrong_nets.py").write_text(NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("wrong_nets", None)
+    with pytest.raises(ValueError, match=r"the architecture \S*wrong_nets:nan_builder gives non-finite outputs \(NaN or "
+                                         r"inf\) in eval mode on the first training images: freshly built, before "
+                                         r"any training: look at its forward\(\)"):
+        _plan(tmp_path, arch="wrong_nets:nan_builder", n_train=200).validate()
     assert not (tmp_path / "cache").exists()
     sys.modules.pop("wrong_nets", None)
 
@@ -165,6 +204,23 @@ def test_an_evidence_file_copied_over_another_entry_is_not_served(tmp_path):
                                             r"robustness-bbb"):
         assert cache.read("robustness-bbb") is None
     assert cache.read("robustness-aaa")[0]["x"].tolist() == [0, 1, 2]
+
+
+def test_an_evidence_file_without_a_key_is_measured_again(tmp_path):
+    """A file written before entries recorded their key cannot prove whose evidence it is: copied
+    over another entry it would be served, so it is never served."""
+    import io
+    import json as _json
+
+    from harness.evidence import EvidenceCache, _checksum, pack
+
+    arrays, spec = pack({"x": np.arange(3.0)})
+    head = {"spec": spec, "meta": {}, "checksum": _checksum(arrays, _json.dumps(spec, sort_keys=True))}
+    buf = io.BytesIO()
+    np.savez(buf, __spec__=np.asarray(_json.dumps(head)), **arrays)
+    (tmp_path / "robustness-bbb.npz").write_bytes(buf.getvalue())
+    with pytest.warns(RuntimeWarning, match=r"records no key \(written before entries recorded theirs\)"):
+        assert EvidenceCache(tmp_path).read("robustness-bbb") is None
 
 
 def _record(path: Path, classes, fingerprint="fp1", **run_fields) -> Path:
@@ -221,6 +277,38 @@ def test_seeds_and_contradicting_options_are_refused_naming_the_option():
     assert parse_seed("4294967295") == 2**32 - 1
 
 
+@pytest.mark.parametrize("args, message", [
+    (["calibrate", "--seeds", "abc"], r"argument --seeds: 'abc': it is a whole number"),
+    (["calibrate", "--thread-counts", "1,abc"], r"argument --thread-counts: "),
+    (["calibrate", "--false-alarm-budget", "1.5"], r"argument --false-alarm-budget: "),
+    (["audit", "--seeds", "abc"], r"argument --seeds: 'abc': it is a whole number"),
+    (["audit", "--first-seed", "99999999999999999999999"], r"argument --first-seed: .*give a seed from 0 to 4294967295"),
+])
+def test_bad_numbers_for_calibrate_and_audit_name_their_option(args, message):
+    proc = subprocess.run([sys.executable, "-m", "harness", *args, "--dataset", "fashion-mnist"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert re.search(message, proc.stderr), proc.stderr
+    assert "Traceback" not in proc.stderr and "invalid literal" not in proc.stderr
+
+
+def test_baseline_only_and_a_candidate_contradict_each_other(pytester, monkeypatch):
+    args = _world(pytester)
+    result = pytester.runpytest_subprocess(*args, "--baseline-only", "--candidate", "label-smoothing", timeout=300)
+    assert result.ret != 0
+    out = result.stdout.str() + result.stderr.str()
+    assert out.count("--baseline-only and --candidate label-smoothing contradict each other: give one") == 1, out
+    assert not (pytester.path / "cache").exists()  # refused before any training
+
+
+def test_a_recipe_file_with_a_seed_out_of_range_is_refused(tmp_path):
+    from harness import recipes
+
+    (tmp_path / "big.toml").write_text('name = "big"\nbase = "baseline"\nseed = 99999999999999999999999\n')
+    with pytest.raises(ValueError, match=r"seed=99999999999999999999999 \(a seed from 0 to 4294967295\)"):
+        recipes.from_file(tmp_path / "big.toml", "fashion-mnist", "smoke")
+
+
 CONFTEST = '''
 import sys
 sys.path.insert(0, {tests!r})
@@ -266,6 +354,7 @@ def test_a_report_that_cannot_be_written_fails_the_run(pytester, monkeypatch):
     assert result.parseoutcomes().get("failed", 0) == 0, out  # every gate passed ...
     assert result.ret == pytest.ExitCode.TESTS_FAILED, out  # ... yet the run fails: its report is lost
     assert "REPORT NOT WRITTEN (OSError: [Errno 28] No space left on device)" in out
+    assert "Traceback" not in result.stderr.str()  # one line says it all: no trace of the harness's own code
 
 
 def test_a_diverged_model_is_one_failure_and_its_other_tests_point_there(pytester, monkeypatch):
@@ -276,5 +365,8 @@ def test_a_diverged_model_is_one_failure_and_its_other_tests_point_there(pyteste
     out = result.stdout.str()
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed") == 1, out  # the first test of the diverged model says why ...
-    assert out.count("nan DIVERGED: nan gives non-finite outputs") == 1, out
+    said = [line for line in out.splitlines() if "nan DIVERGED: nan gives non-finite outputs" in line
+            and not line.startswith("FAILED ")]  # pytest's short summary repeats it where the terminal is wide
+    assert len(said) == 1, out
+    assert "During handling of the above exception" not in out, out
     assert "nan diverged (why: the failure of " in out  # ... the others point there

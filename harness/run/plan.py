@@ -42,7 +42,7 @@ def weights_provider(path: Path) -> Provider:
     return provide
 
 
-def probe(model: torch.nn.Module, ds: data.Dataset, what: str, finite: bool = True) -> None:
+def probe(model: torch.nn.Module, ds: data.Dataset, what: str, finite: bool = True, trained: bool = True) -> None:
     """One batch of two training images through a model, before any training: it must give
     one finite logit per class for each image (a model of one's own that returns the wrong
     width, one output, or NaN is a usage error now, not a wrong number later)."""
@@ -61,8 +61,11 @@ def probe(model: torch.nn.Module, ds: data.Dataset, what: str, finite: bool = Tr
                          f"({len(x)}, {ds.num_classes}): one per class of {ds.name} ({', '.join(ds.classes[:4])}"
                          f"{', ...' if ds.num_classes > 4 else ''})")
     if finite and not torch.isfinite(out).all():
+        fix = ("check the checkpoint (a diverged training run?) and its BatchNorm statistics" if trained else
+               "freshly built, before any training: look at its forward() (a division by zero, a log of 0 or of a "
+               "negative, an uninitialised buffer)")
         raise ValueError(f"{what} gives non-finite outputs (NaN or inf) in eval mode on the first training images: "
-                         "check the checkpoint (a diverged training run?) and its BatchNorm statistics")
+                         f"{fix}")
     if looks_like_probabilities(out):
         raise ValueError(f"{what} returns probabilities (every output in [0, 1], each row summing to 1), not logits: "
                          "the harness applies the softmax itself, so its confidences would be a softmax of "
@@ -261,7 +264,7 @@ class Plan:
                                  f"({self.data.num_classes} classes, images {'x'.join(map(str, self.data.image_shape))}): "
                                  f"{type(exc).__name__}: {exc}") from exc
             own = ":" in arch  # module:function of the user's: an untrained model must still give finite logits
-            probe(built, self.data, f"the architecture {arch}", finite=own)
+            probe(built, self.data, f"the architecture {arch}", finite=own, trained=False)
         if self.options.ood:  # one's own OOD set: read now (a missing or unreadable one is a usage error, once)
             from .. import ood
 
