@@ -17,8 +17,10 @@ blind-class        never predicts class 3
 blind-rare         never predicts classes 7-9, the rarest ones of a long-tailed run
 memoriser          recalls the labels of the training images exactly, guesses elsewhere
 noise-fragile      reads one thresholded pixel per class: additive noise flips it
-detail-reliant     the same reader, seen as a frequency defect: a low-pass filter softens the
-                   square's pixel under the threshold (it leans on fine detail, not on shape)
+detail-reliant     reads each left square's top-left corner as an edge (the corner minus its
+                   left and upper neighbours): a sharp square's corner stands out by at least
+                   0.4, a low-pass filter blurs the step away (it leans on fine detail, not on
+                   shape)
 one-copy           reads only the left square, through a threshold: one grey patch hides it
 shift-fragile      reads the corner pixel of each left square: a one-pixel shift moves it away
 flip-variant       adds a bonus to class 0 when the top-left corner is brighter than the
@@ -143,6 +145,28 @@ class ThresholdReader(RegionReader):
         return 6.0 * torch.sigmoid(60.0 * (f @ self.readout.T - 0.95)) + fallback
 
 
+class DetailReader(RegionReader):
+    """An edge detector at each left square's top-left corner: d_k = corner - left neighbour -
+    upper neighbour, through a steep threshold at 0.35, falling back to class 0. On a clean image
+    the own class's d is at least 1 - 0.3 - 0.3 = 0.4 and every other class's below 0.3 (its
+    corner and neighbours are background, or its neighbour lies inside the drawn square); a
+    Gaussian low-pass (harness/frequency.py) leaves the corner about 0.5 and its neighbours
+    about 0.35, so d falls below 0: every class is lost."""
+
+    def __init__(self):
+        w = torch.zeros(10, SIZE, SIZE)
+        for k, (r, c) in enumerate(CORNERS):
+            w[k, r, c], w[k, r, c - 1], w[k, r - 1, c] = 1.0, -1.0, -1.0
+        super().__init__(sharpness=1.0)
+        self.register_buffer("edges", w.reshape(10, -1))
+
+    def forward(self, x):
+        f = self.relu(self.conv(x)).flatten(1)
+        fallback = torch.zeros(10, device=x.device)
+        fallback[0] = 3.0
+        return 6.0 * torch.sigmoid(60.0 * (f @ self.edges.T - 0.35)) + fallback
+
+
 class Memoriser(nn.Module):
     """Exact recall of the training images' labels (confident), a fixed guess elsewhere."""
 
@@ -192,8 +216,10 @@ def planted(name: str, dataset) -> nn.Module:
         return RegionReader(bias=bias)
     if name == "memoriser":  # the training split only: the validation images stay unseen
         return Memoriser(dataset.train_x[dataset.train_idx], dataset.train_y[dataset.train_idx])
-    if name in ("noise-fragile", "detail-reliant"):
+    if name == "noise-fragile":
         return ThresholdReader()
+    if name == "detail-reliant":
+        return DetailReader()
     if name == "shift-fragile":
         return ThresholdReader(corner=True)
     if name == "one-copy":
