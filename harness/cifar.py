@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import cards
 from .data import (
     DATA_ROOT_ENV,
     Dataset,
@@ -60,7 +59,7 @@ def cifar_c(ds: Dataset, data_root: str | os.PathLike | None = None) -> dict[str
     32 x 3 uint8: severities 1-5 of the 10,000 test images in order, and ``labels.npy``):
     {corruption: memory-mapped array}. Empty when absent. Labels that do not match the test
     split are an error, not a silent mismatch."""
-    folder_name = cards.DATASETS[ds.name].cifar_c if ds.builtin else None
+    folder_name = ds.card.cifar_c
     if folder_name is None:
         return {}
     for root in search_roots(data_root):

@@ -109,6 +109,12 @@ class Dataset:
     def builtin(self) -> bool:
         return self.name in DATASETS
 
+    @property
+    def card(self) -> cards.DatasetCard:
+        """The dataset's facts: its built-in card, or one made from a dataset of one's own
+        (``cards.for_data``). Code after planning reads them here, never by the name."""
+        return cards.for_data(self)
+
     def test_name(self, i: int) -> str:
         """What a test id points to: ``test #3640`` for the built-in sets, the file otherwise."""
         return self.test_names[i] if self.test_names else f"test #{i}"

@@ -88,9 +88,6 @@ def pack(obj, prefix: str = "") -> tuple[dict[str, np.ndarray], object]:
     raise TypeError(f"cannot store evidence of type {type(obj).__name__} without pickle")
 
 
-_ALLOWED_CLASSES = ("harness.metrics.attention:Attention", "harness.taxonomy:Taxonomy", "harness.leakage:Leakage")
-
-
 def unpack(arrays, spec):
     from .metrics import Samples
 
@@ -100,7 +97,9 @@ def unpack(arrays, spec):
         return Samples(*(arrays[f"{p}{n}"] for n in ("labels", "pred", "conf", "nll", "margin", "ids")),
                        spec["num_classes"], arrays[f"{p}rank"], arrays.get(f"{p}brier"), arrays.get(f"{p}probs"))
     if t == "dataclass":
-        if spec["class"] not in _ALLOWED_CLASSES:
+        from . import kinds
+
+        if spec["class"] not in kinds.evidence_classes():  # only what a registered kind stores: no code from a file
             raise ValueError(f"unknown evidence class {spec['class']!r}")
         import importlib
 

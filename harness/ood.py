@@ -243,9 +243,7 @@ def builtin_names(data, data_root=None) -> list[str]:
 
 
 def _sibling(data) -> str | None:
-    from .cards import DATASETS
-
-    return DATASETS[data.name].sibling if data.builtin and data.name in DATASETS else None
+    return data.card.sibling
 
 
 def _builtin(data, data_root=None, n: int = OOD_IMAGES) -> dict[str, torch.Tensor]:

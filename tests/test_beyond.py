@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sklearn import metrics as skm
 from torch import nn
 
-from harness import conformal, leakage, metrics, ood
+from harness import cards, conformal, leakage, metrics, ood
 from harness.gates import Gate, check
 from harness.metrics import Samples
 
@@ -242,6 +242,8 @@ class _Data:
         self.test_x, self.name, self.builtin = test_x, name, builtin
         self.image_shape = tuple(test_x.shape[1:])
         self.fingerprint = f"fp-{name}-{len(test_x)}"
+        c, h, w = self.image_shape
+        self.card = cards.card(name) if builtin else cards.DatasetCard(name, c, (h, w), ((0.5,) * c, (0.5,) * c), 0)
 
 
 def test_every_built_in_set_is_a_sample_of_distinct_images():

@@ -160,7 +160,8 @@ def test_npz_missing_arrays_and_unreadable(tmp_path):
     with pytest.raises(DatasetFormatError, match=r"missing y_train, x_test, y_test \(it holds x_train\)"):
         custom_data.load(str(tmp_path / "half.npz"))
     (tmp_path / "junk.npz").write_bytes(b"junk")
-    with pytest.raises(DatasetFormatError, match=r"junk\.npz: cannot read it as a \.npz"):
+    with pytest.raises(DatasetFormatError, match=r"junk\.npz: not a \.npz file \(a \.npz is a zip archive; this file starts "
+                                                 r"with b.junk.\)"):
         custom_data.load(str(tmp_path / "junk.npz"))
 
 

@@ -34,10 +34,10 @@ from . import Origin, origin_path
 # Kinds measured as Ray tasks (the others are cheap, or depend on several models at once).
 def kinds_for(families: set[str]) -> tuple[str, ...]:
     """The remote kinds (``kinds.Kind.remote``) that tests of these families (pytest markers)
-    need, and the failure taxonomy, which every report shows."""
+    need, and those every report shows (the failure taxonomy)."""
     from .. import kinds
 
-    needed = {"taxonomy"} | kinds.needed_by(families)
+    needed = {k.name for k in kinds.KINDS.values() if k.in_every_report} | kinds.needed_by(families)
     return tuple(k for k in kinds.remote() if k in needed)
 
 
@@ -245,8 +245,8 @@ class RayExecutor:
                 entry = ev.result.cache_path
                 blob = Path(entry).read_bytes()
                 for kind in kinds:
-                    ctx_ok = kind != "ood" or not plan.settings.ood_path  # one's own OOD set stays on the driver
-                    if not ctx_ok or evcache is None:
+                    stays = kinds_mod.get(kind).driver_only  # e.g. one's own OOD set: files on the driver
+                    if (stays is not None and stays(plan.settings)) or evcache is None:
                         continue
                     ev_key = ev.evidence_key(kind)
                     if evcache.read(ev_key) is not None:

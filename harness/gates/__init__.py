@@ -27,7 +27,7 @@ A model's bounds merge, key by key, later winning: ``[default.P.default]``,
 metric's inherited bounds and says why (a calibrated table leaves a metric unbounded where its
 evidence cannot support a bound). Included files hold tables of their own: a table defined in
 two files is an error; each included file may open with a ``[calibration]`` table describing
-the runs its evidence comes from (``harness/calibrate.py``).
+the runs its evidence comes from (``harness/calibrate/``).
 
 Keys are ``<metric>_<kind>``; the metric must be in ``harness.metrics.REGISTRY`` and the kind
 must point the metric's way: ``min`` / ``min_delta`` / ``min_ratio`` for higher-is-better

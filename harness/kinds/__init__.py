@@ -8,7 +8,9 @@ evidence cache's code hashes, the Ray executor's remote kinds and the kinds a fa
 needs all read it.
 
 A new kind is one module here: ``@register("name", code=(...), ...)`` over a function
-``measure(ev) -> evidence`` (``ev`` is the model's ``ModelEvaluation``), imported below.
+``measure(ev) -> evidence`` (``ev`` is the model's ``ModelEvaluation``), and, for what the run
+record keeps of it, ``@recorder("name")`` over ``record(run, model) -> dict``; the package
+imports every module.
 """
 
 from __future__ import annotations
@@ -29,8 +31,16 @@ class Kind:
     per_dataset: bool = False  # a property of the data: keyed by the data's fingerprint alone
     battery: bool = False  # decided by the robustness battery's settings (in its cache key)
     remote: bool = False  # slow: a Ray task measures it ahead of the tests (--executor ray)
+    driver_only: Callable | None = None  # driver_only(settings) -> True: measured where the run is (it reads local files)
+    in_every_report: bool = False  # the report shows it whatever tests ran (measured for every model)
     first: Callable | None = None  # first(ev) -> kinds measured (and timed) before it, which it reads
     keyed_by_positions: bool = False  # its cache key holds the test positions it measured (attention sets)
+    evidence_classes: tuple[str, ...] = ()  # "module:Class" of the dataclasses its evidence holds (the store loads only these)
+    # What the run record (results.json, the report) keeps of it: record(run, model) -> dict, or
+    # (dict, arrays) for images the report shows; a per-dataset kind's record(run) once per run.
+    record: Callable | None = None
+    record_as: str = ""  # the record's key (default: the kind's name)
+    record_arrays: str = ""  # the key of its arrays (default: record_as)
 
 
 KINDS: dict[str, Kind] = {}
@@ -45,6 +55,31 @@ def register(name: str, code: tuple[str, ...], **fields):
         return fn
 
     return deco
+
+
+def recorder(name: str, key: str = "", arrays: str = ""):
+    """Register the decorated ``record(run, model)`` (per-dataset kinds: ``record(run)``) as
+    what the run record keeps of kind ``name``, under ``key`` (default: the name)."""
+    from dataclasses import replace
+
+    def deco(fn):
+        k = get(name)
+        if k.record is not None:
+            raise ValueError(f"kind of evidence {name!r} has two recorders")
+        KINDS[name] = replace(k, record=fn, record_as=key or name, record_arrays=arrays or key or name)
+        return fn
+
+    return deco
+
+
+def recorded() -> list[Kind]:
+    """The kinds the run record keeps, in registration order."""
+    return [k for k in KINDS.values() if k.record is not None]
+
+
+def evidence_classes() -> tuple[str, ...]:
+    """Every dataclass some kind's evidence holds (``evidence.unpack`` builds only these)."""
+    return tuple(c for k in KINDS.values() for c in k.evidence_classes)
 
 
 def cache_only(name: str, code: tuple[str, ...], description: str) -> None:
@@ -89,4 +124,5 @@ def _register_all() -> None:
 
 _register_all()
 
-__all__ = ["KINDS", "Kind", "cache_only", "get", "needed_by", "register", "remote"]
+__all__ = ["KINDS", "Kind", "cache_only", "evidence_classes", "get", "needed_by", "recorded", "recorder", "register",
+           "remote"]

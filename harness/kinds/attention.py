@@ -14,7 +14,7 @@ import torch
 from .. import explain, metrics
 from ..evaluate import to_float
 from ..metrics import Samples
-from . import register
+from . import recorder, register
 
 ATTENTION_SEED = 7
 CODE = ("explain", "filters.py")
@@ -73,13 +73,16 @@ def _context(ev) -> dict:
     return {"cam_method": ev.settings.cam_method, "cam_layer": ev.settings.cam_layer}
 
 
-@register("attention", CODE, remote=True, context=_context, keyed_by_positions=True,
+ATTENTION_CLASS = ("harness.metrics.attention:Attention",)
+
+
+@register("attention", CODE, remote=True, context=_context, keyed_by_positions=True, evidence_classes=ATTENTION_CLASS,
           description="Grad-CAM scores on the model's own explanation set (what its attention gates read)")
 def attention(ev) -> metrics.Attention:
     return explain_positions(ev, *ev.own_set())
 
 
-@register("attention_extra", CODE, context=_context, keyed_by_positions=True,
+@register("attention_extra", CODE, context=_context, keyed_by_positions=True, evidence_classes=ATTENTION_CLASS,
           description="Grad-CAM scores on the images of the shared set outside the model's own")
 def attention_extra(ev, positions=None) -> metrics.Attention:
     return explain_positions(ev, positions, np.full(len(positions), ""), sanity=False)
@@ -99,3 +102,35 @@ def shared_attention(ev) -> metrics.Attention:
     where = {int(p): i for i, p in enumerate(np.concatenate([own_pos, missing]))}
     return dataclass_replace(both.take(np.array([where[int(p)] for p in pos], dtype=np.int64)),
                              roles=np.asarray(roles))
+
+
+@recorder("shared_attention", key="attention")
+def attention_record(run, m: str) -> dict:
+    """The shared explanation set's scores of one model, overall and split by whether the model
+    is right (its confident errors against right predictions of the same classes)."""
+    ev, a = run.evaluation(m), run.shared_attention(m)
+    if a is None:
+        return {}
+    if len(a) == 0:
+        return {"images": 0}
+    names = ("cam_gini", "cam_entropy", "cam_top10", "cam_deletion_gap", "cam_insertion_gap", "cam_randomisation_corr",
+             "cam_degenerate_share")
+
+    def scores(idx) -> dict:
+        out = {"images": int(len(idx))}
+        for n in names:
+            try:
+                out[n] = metrics.get(n).compute(a.take(idx)) if len(idx) else None
+            except metrics.NotApplicable:
+                out[n] = None
+        return out
+
+    maps = getattr(ev, "attention_maps", {})
+    reasons, counts = np.unique(a.reason[a.reason != ""], return_counts=True)
+    return {
+        "images": len(a), "ids": a.ids.tolist(), "roles": a.roles.tolist(), "method": maps.get("method"),
+        "layer": maps.get("layer"),
+        "layer_shape": list(maps.get("layer_shape") or []),
+        "degenerate": dict(zip(reasons.tolist(), counts.tolist())),
+        "all": scores(np.arange(len(a))), "wrong": scores(np.flatnonzero(~a.hit)), "right": scores(np.flatnonzero(a.hit)),
+    }

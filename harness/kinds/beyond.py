@@ -12,8 +12,9 @@ import torch
 from .. import stress
 from ..evaluate import logits_of
 from ..metrics import Samples
-from . import register
+from . import recorder, register
 
+OOD_BINS = np.linspace(0.0, 1.0, 21)  # the report's histograms of the maximum softmax probability
 SHIFT_SEVERITY = 3  # conformal coverage under shift: every common corruption at this severity
 
 
@@ -40,7 +41,7 @@ def _ood_context(ev) -> dict:
             "ood_sets": ood_names(ev.data, s)}
 
 
-@register("ood", ("ood.py",), remote=True, context=_ood_context,
+@register("ood", ("ood.py",), remote=True, context=_ood_context, driver_only=lambda s: bool(s.ood_path),  # one's own set
           units=lambda ev: (len(ood_names(ev.data, ev.settings)), "set"),
           description="in-distribution scores (ood.scores) of the test images and of every OOD set")
 def ood(ev) -> dict:
@@ -61,7 +62,7 @@ def _leakage_units(ev) -> tuple[int, str]:
     return chunks(len(ev.data.test_y)), "chunk"
 
 
-@register("leakage", ("leakage.py",), per_dataset=True, units=_leakage_units,
+@register("leakage", ("leakage.py",), per_dataset=True, units=_leakage_units, evidence_classes=("harness.leakage:Leakage",),
           description="each test image's nearest training image (a property of the data)")
 def leakage(ev):
     from .. import leakage as leakage_mod
@@ -113,3 +114,81 @@ def conformal_shift(ev) -> dict:
         smp = Samples.from_logits(z.numpy(), y.numpy(), pos, keep_probs=True)
         out[name] = conformal_mod.sets(smp.probs, q, "lac")[np.arange(len(smp)), smp.labels]
     return out
+
+
+@recorder("ood")
+def ood_record(run, m: str) -> dict:
+    """Per OOD set: AUROC and FPR at 95% TPR for each score, the share predicted with >= 99%
+    confidence; and histograms of the maximum softmax probability, test vs each set."""
+    ev = run.evaluation(m)
+    if not ev.has("ood"):
+        return {}
+    from .. import ood
+
+    found = ev.evidence("ood")
+    test = found["test"]
+    sets = {}
+    for name, sc in found.items():
+        if name == "test":
+            continue
+        sets[name] = {"images": len(sc["msp"]),
+                      "auroc": {k: ood.auroc(test[k], sc[k]) for k in ood.SCORES},
+                      "fpr95": {k: ood.fpr_at_tpr(test[k], sc[k]) for k in ood.SCORES},
+                      "confident_share": float((sc["msp"] >= ood.CONFIDENT).mean())}
+    hist = {name: np.histogram(sc["msp"], OOD_BINS)[0].tolist() for name, sc in found.items()}
+    return {"sets": sets, "histogram": {"edges": OOD_BINS.tolist(), "counts": hist}}
+
+
+@recorder("conformal")
+def conformal_record(run, m: str) -> dict:
+    """Coverage and set sizes of each method, coverage per class, and under shift (LAC)."""
+    ev, classes = run.evaluation(m), list(run.data.classes)
+    if not ev.has("conformal"):
+        return {}
+    from ..conformal import coverage_floor
+
+    c = ev.evidence("conformal")
+    labels = np.asarray(c["labels"])
+    out = {"alpha": c["alpha"], "calibration_images": int(c["n_cal"]),
+           "floor": coverage_floor(int(c["n_cal"]), len(labels), float(c["alpha"]))}
+    for method in ("lac", "aps"):
+        m = c[method]
+        covered = np.asarray(m["covered"], dtype=float)
+        out[method] = {"threshold": float(m["q"]), "coverage": float(covered.mean()),
+                       "size_mean": float(np.mean(m["size"])), "size_max": int(np.max(m["size"])),
+                       "size_histogram": np.asarray(m["sizes"]).tolist(),
+                       "per_class": {classes[k]: float(covered[labels == k].mean()) for k in np.unique(labels)}}
+    if ev.has("conformal_shift"):
+        out["shift"] = {name: float(np.mean(v)) for name, v in ev.evidence("conformal_shift").items()}
+    return out
+
+
+@recorder("leakage")
+def leakage_record(run, examples: int = 12) -> tuple[dict, dict | None]:
+    """The near-duplicates between training and test (a property of the data), the accuracy of
+    each model on them against the rest, and example pairs."""
+    measured = [m for m in run.trained if run.evaluation(m).has("leakage")]
+    if not measured:
+        return {}, None
+    leak = run.evaluation(measured[0]).evidence("leakage")
+    leaked = np.flatnonzero(leak.leaked)
+    order = leaked[np.argsort(-leak.similarity[leaked], kind="stable")]
+    rec = {"threshold": leak.threshold, "count": int(len(leaked)), "share": float(len(leaked) / len(leak)),
+           "exact": int(np.asarray(leak.exact).sum()),
+           "pairs": [[int(i), int(leak.nearest[i]), float(leak.similarity[i])] for i in order[:examples]],
+           "accuracy": {}}
+    for m in run.trained:
+        hit = run.samples(m).hit
+        rec["accuracy"][m] = {"leaked": float(hit[leaked].mean()) if len(leaked) else None,
+                              "rest": float(np.delete(hit, leaked).mean())}
+    if not len(order):
+        return rec, None
+    from ..evaluate import to_float
+
+    shown = order[:examples]
+    data = run.data
+    arrays = {"test": to_float(data.test_x[torch.as_tensor(shown)]).numpy(),
+              "train": to_float(data.train_x[torch.as_tensor(leak.nearest[shown])]).numpy(),
+              "test_ids": shown, "train_ids": np.asarray(leak.nearest[shown]),
+              "similarity": np.asarray(leak.similarity[shown])}
+    return rec, arrays

@@ -9,8 +9,10 @@ from dataclasses import fields as dataclass_fields
 import numpy as np
 
 from . import robustness  # noqa: F401 - registered first: REGISTRY keeps the order accuracy .. attention
-from .registry import register
+from .registry import register, register_family
 from .samples import HIGHER, LOWER, NEUTRAL, NotApplicable
+
+register_family("explain", "Grad-CAM attention tests")
 
 # ---------------------------------------------------------------------------- attention (Grad-CAM)
 # Evidence ``attention``: one ``Attention`` per model on the run's shared explanation set (the

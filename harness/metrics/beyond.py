@@ -15,8 +15,22 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import attention  # noqa: F401 - registered after it: REGISTRY keeps the documented order
-from .registry import register
+from .registry import register, register_family, register_label_kind
 from .samples import HIGHER, LOWER, NEUTRAL, NotApplicable, Samples
+
+register_family("ood", "out-of-distribution inputs (noise, blank, shuffled tiles, other domains)")
+register_family("leakage", "near-duplicates between the training and test splits")
+register_family("conformal", "conformal prediction sets (coverage, set size, under shift)")
+
+
+def _ood_sets(plan) -> list[str]:
+    """The OOD sets a run measures (the built-in ones its screen keeps, and one's own)."""
+    from ..kinds.beyond import ood_names
+
+    return ood_names(plan.data, plan.settings)
+
+
+register_label_kind("ood_set", "ood_set", _ood_sets)
 
 CONFIDENT = 0.99
 

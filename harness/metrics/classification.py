@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import register
+from .registry import register, register_family
 from .samples import (
     ECE_BINS,
     HIGHER,
@@ -51,6 +51,12 @@ from .samples import (
     confident_errors_at,
     risk_coverage,
 )
+
+register_family("accuracy", "stress tests of overall and per-class accuracy")
+register_family("confidence", "stress tests of errors made with high confidence")
+register_family("calibration", "stress tests of calibration (ECE, MCE)")
+register_family("selective", "stress tests of selective prediction (reject below a confidence)")
+register_family("generalisation", "stress tests of the train-validation gap")
 
 
 def _need_errors(s: Samples) -> np.ndarray:

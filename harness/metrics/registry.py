@@ -47,24 +47,28 @@ class Metric:
 
 REGISTRY: dict[str, Metric] = {}
 # Per-label metrics (``Metric.per``): the kind of label -> the fixture a stress test receives one
-# label as (the plan lists the labels: ``Plan.labels_of``).
-PER_LABEL = {"class": "class_name", "ood_set": "ood_set"}
+# label as; ``LABELS[per](plan)`` lists a run's labels and ``LABEL_VALUE[per](plan, label)`` is
+# what the metric's function is given for one (``register_label_kind``).
+PER_LABEL: dict[str, str] = {}
+LABELS: dict[str, Callable] = {}
+LABEL_VALUE: dict[str, Callable] = {}
+
+
+def register_label_kind(per: str, fixture: str, labels: Callable, value: Callable | None = None) -> None:
+    """A kind of label a per-label metric takes one value for: the stress tests' fixture that
+    receives it, ``labels(plan)`` -> the run's labels, ``value(plan, label)`` -> what the metric
+    function is given (default: the label itself)."""
+    if per in PER_LABEL and PER_LABEL[per] != fixture:
+        raise ValueError(f"per-label kind {per!r} is registered twice, differently")
+    PER_LABEL[per], LABELS[per] = fixture, labels
+    LABEL_VALUE[per] = value or (lambda plan, label: label)
+
+
+register_label_kind("class", "class_name", lambda plan: list(plan.data.classes),
+                    lambda plan, label: plan.data.classes.index(label))
 # The stress-test families: each is a pytest marker (registered from here by the plugin) and the
-# family of the metrics its tests gate.
-FAMILIES = {
-    "accuracy": "stress tests of overall and per-class accuracy",
-    "confidence": "stress tests of errors made with high confidence",
-    "calibration": "stress tests of calibration (ECE, MCE)",
-    "selective": "stress tests of selective prediction (reject below a confidence)",
-    "generalisation": "stress tests of the train-validation gap",
-    "explain": "Grad-CAM attention tests",
-    "robustness": "corruption, adversarial, occlusion, scale and position stress tests",
-    "invariance": "predictions that a transformation which keeps the class must not change",
-    "comparison": "baseline-vs-improvement tests",
-    "ood": "out-of-distribution inputs (noise, blank, shuffled tiles, other domains)",
-    "leakage": "near-duplicates between the training and test splits",
-    "conformal": "conformal prediction sets (coverage, set size, under shift)",
-}
+# family of the metrics its tests gate; each metrics module declares its own.
+FAMILIES: dict[str, str] = {}  # filled by ``register_family``, in each metrics module beside its metrics
 # The values a metric can take, by unit (shares and probabilities in [0, 1], counts and nats
 # from 0), unless the metric says otherwise (differences, correlations, ratios).
 UNIT_RANGE = {"share": (0.0, 1.0), "probability": (0.0, 1.0), "count": (0.0, math.inf), "nats": (0.0, math.inf),
@@ -125,3 +129,6 @@ def measure_all(s: Samples, names: list[str] | None = None) -> dict[str, float |
         except NotApplicable:
             out[name] = None
     return out
+
+
+register_family("comparison", "baseline-vs-improvement tests")  # relative gates over any family's metrics

@@ -9,8 +9,11 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from .classification import accuracy, ece, ece_over
-from .registry import register
+from .registry import register, register_family
 from .samples import HIGHER, LOWER, NotApplicable, Samples, confident_errors_at
+
+register_family("robustness", "corruption, adversarial, occlusion, scale and position stress tests")
+register_family("invariance", "predictions that a transformation which keeps the class must not change")
 
 # ---------------------------------------------------------------------------- robustness
 # Evidence ``robustness``: {condition: Samples} on one seeded subset of the test split (the

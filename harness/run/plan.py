@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .. import cards, custom_data, data, explain, recipes, train
+from .. import cards, custom_data, data, explain, metrics, recipes, train
 from .. import models as models_mod
 from ..gates import SEED_MARK, Gates, recipe_of
 from ..measure import Settings
@@ -371,19 +371,16 @@ class Plan:
         return cards.severities_for(cards.profile(self.options.profile), self.model_gflop(), self.device.type)
 
     def labels_of(self, per: str) -> list[str]:
-        """The labels a per-label metric takes one value for: the classes, or the OOD sets."""
-        if per == "class":
-            return list(self.data.classes)
-        if per == "ood_set":
-            from ..kinds.beyond import ood_names
-
-            return ood_names(self.data, self.settings)
-        raise ValueError(f"unknown per-label kind {per!r}")
+        """The labels a per-label metric takes one value for (``metrics.register_label_kind``):
+        the classes, the OOD sets, ..."""
+        if per not in metrics.LABELS:
+            raise ValueError(f"unknown per-label kind {per!r}; one of {', '.join(metrics.LABELS)}")
+        return metrics.LABELS[per](self)
 
     def label_index(self, per: str, label: str):
         """What a per-label metric's function is given for ``label``: a class's index, an OOD
         set's name."""
-        return self.data.classes.index(label) if per == "class" else label
+        return metrics.LABEL_VALUE[per](self, label)
 
     # ------------------------------------------------------------------ models
     @property
