@@ -195,8 +195,9 @@ class ModelEvaluation:
 
     @property
     def battery(self) -> stress.Battery:
-        return stress.battery(self.data.card, self.settings.profile, self.data.flip_invariant, self.settings.published,
-                              self.settings.attack_samples, self.settings.severities)
+        return stress.battery(self.data.name, self.data.image_shape, self.settings.profile,
+                              self.data.flip_invariant, self.settings.published, self.settings.attack_samples,
+                              self.settings.severities)
 
     def stress_positions(self) -> np.ndarray:
         return stress.stress_subset(len(self.data.test_y), self.settings.stress_samples)

@@ -1,12 +1,12 @@
 """The robustness battery: which stresses, how strong, on which images, for every model.
 
-``battery(card, profile)`` says what is run; ``run_robustness`` and
+``battery(dataset, image_shape, profile)`` says what is run; ``run_robustness`` and
 ``run_adversarial`` return the model's logits under every condition, on the same images for
 every model of a run (``harness.measure`` picks a seeded subset of the test split). The
 metric registry turns them into numbers. Conditions (their names key the evidence):
 
 * ``clean``: the images as they are.
-* ``corruption/<name>/<severity>``: the CIFAR-10-C-style corruptions of ``harness/corruptions/``
+* ``corruption/<name>/<severity>``: the CIFAR-10-C-style corruptions of ``corruptions.py``
   (14 kinds on grey images, 15 on colour ones; severities 1-5), or the published
   CIFAR-10-C / CIFAR-100-C images when they are under the data root (``data.cifar_c``).
 * ``occlusion``: each image with an ``patch`` x ``patch`` grey square at its own worst
@@ -82,24 +82,25 @@ class Battery:
         return ["clean", *(f"{a}/{e:.6g}" for a in ("fgsm", "pgd") for e in self.epsilons)]
 
 
-def battery(card: cards.DatasetCard, profile: str, flip_invariant: bool | None = None,
+def battery(dataset: str, image_shape: tuple[int, int, int], profile: str, flip_invariant: bool = True,
             published: dict | None = None, attack_samples: int | None = None,
             severities: tuple[int, ...] | None = None) -> Battery:
-    """The battery for a dataset's card (``Dataset.card``: a built-in card, or one made for a
-    dataset of one's own). ``flip_invariant``: None, the card's. ``published``: CIFAR-C arrays (``data.cifar_c``); when given,
+    """The battery for a dataset. ``published``: CIFAR-C arrays (``data.cifar_c``); when given,
     their corruptions (all 19 of them) replace the synthesised ones. ``attack_samples``: images
     attacked (None: the profile card's; ``cards.measurement_sizes`` shrinks it for costly models).
     ``severities``: the corruption severities (None: all five; ``cards.severities_for``)."""
-    patch, stride = card.occlusion
+    c, h, w = image_shape
+    card = cards.DATASETS.get(dataset)  # None: a dataset of one's own, the card defaults
+    patch, stride = card.occlusion if card else cards.occlusion_for(min(h, w))
     return Battery(
-        corruptions=tuple(published) if published else tuple(corruptions.corruptions_for(card.channels)),
+        corruptions=tuple(published) if published else tuple(corruptions.corruptions_for(c)),
         severities=tuple(severities) if severities else corruptions.SEVERITIES,
-        epsilons=card.attack_grid,
-        reference_eps=card.reference_eps,
+        epsilons=card.attack_grid if card else cards.DatasetCard.attack_grid,
+        reference_eps=card.reference_eps if card else cards.DatasetCard.reference_eps,
         attack_samples=attack_samples or cards.PROFILES.get(profile, cards.PROFILES["smoke"]).attack_samples,
         occlusion_patch=patch,
         occlusion_stride=stride,
-        hflip=card.flip_invariant if flip_invariant is None else flip_invariant,
+        hflip=flip_invariant,
         published=dict(published or {}),
     )
 

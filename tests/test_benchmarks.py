@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness import augment, cards, models
+from harness import augment, models
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def test_robustness_battery_on_a_smoke_subset(benchmark, full_size):
         x, y = (torch.rand(n, 1, 28, 28, generator=g) * 255).to(torch.uint8), torch.randint(0, 10, (n,), generator=g)
     torch.manual_seed(0)
     model = models.build("small-cnn", "fashion-mnist", 10).eval()
-    b = stress.battery(cards.card("fashion-mnist"), "smoke")
+    b = stress.battery("fashion-mnist", (1, 28, 28), "smoke")
 
     def battery():
         rob = stress.run_robustness(model, x, y, b, "cpu")

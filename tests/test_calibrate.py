@@ -135,6 +135,22 @@ def test_policy_bounds_are_kept_written_as_findings_or_overridden_by_the_evidenc
     assert bounds["min"] < 0.08 and not expected and "fails on 2 of 5 runs" in ev["policy_overridden"]
 
 
+def test_a_policy_bound_inside_a_spread_that_checks_nothing_is_not_kept():
+    """AUROC on uniform noise spread from 0.52 to 0.98 over the runs: the rule's min bound admits a
+    model with no skill, and the policy's 0.5, although every run passes it, lies inside the
+    recipe's tolerance interval: a sound run would fail it too often. Reported, with both reasons."""
+    wide = [0.745, 0.717, 0.894, 0.694, 0.58, 0.763, 0.721, 0.889, 0.912, 0.862, 0.971, 0.52]
+    bounds, ev, why, _ = derive_metric("ood_auroc[uniform]", wide, [0.001] * 12, 6, Rule(),
+                                       {"min": (0.5, "g [default]")}, 0.9996)
+    assert not bounds and "policy_kept" not in ev
+    assert "admits a model with no skill" in why
+    assert "the inherited policy bound g [default] (ood_auroc_min = 0.5) lies inside this recipe's tolerance" in why
+    narrow = [0.97, 0.98, 0.975, 0.99, 0.985, 0.972, 0.981, 0.977, 0.969, 0.988, 0.979, 0.983]
+    bounds, ev, why, _ = derive_metric("ood_auroc[blank]", narrow, [0.001] * 12, 6, Rule(),
+                                       {"min": (0.5, "g [default]")}, 0.9996)
+    assert bounds["min"] > 0.5 and why is None  # a calibrated bound: tighter than the policy
+
+
 def _results(values_by_seed: dict[tuple[int, int], dict]) -> list[dict]:
     return [{"seed": s, "threads": t, "models": m, "quanta": {k: {n: 0.0 for n in v} for k, v in m.items()}}
             for (s, t), m in values_by_seed.items()]

@@ -103,9 +103,26 @@ def test_unbounded_masks_inherited_bounds_and_says_why(tmp_path):
                        "class_accuracy_min = { Trouser = 0.9 }\n")
     a = g.absolute("d", "smoke", "m")
     assert "cam_deletion_gap_min" not in a and "ece_max" in a
-    assert a["class_accuracy_min"].bound == {"Trouser": 0.9}  # the per-class table replaces the scalar
+    # a per-class table merges per class: Trouser's own bound, every other class the inherited one
+    assert a["class_accuracy_min"].for_label("Trouser").bound == 0.9
+    assert a["class_accuracy_min"].for_label("Shirt").bound == 0.3
+    assert "default.smoke.default" in a["class_accuracy_min"].for_label("Shirt").source
     assert g.unbounded_reason("d", "smoke", "m", "cam_deletion_gap") == "its spread straddles 0"
     assert "cam_deletion_gap_min" in g.absolute("other", "smoke", "m")
+
+
+def test_a_label_left_unbounded_is_taken_out_of_an_inherited_scalar_bound(tmp_path):
+    """A calibrated per-set table bounds the sets it could bound, leaves the sets it names
+    unbounded without any bound (an inherited policy bound inside the recipe's spread would
+    raise false alarms), and the rest to the inherited bound."""
+    g = load(tmp_path, "[default.smoke.default]\nood_auroc_min = 0.5\n"
+                       "[d.smoke.m]\nood_auroc_min = { shuffled = 0.55 }\n"
+                       "unbounded = { \"ood_auroc[uniform]\" = \"inside the spread\" }\n")
+    gate = g.absolute("d", "smoke", "m")["ood_auroc_min"]
+    assert gate.for_label("shuffled").bound == 0.55
+    assert gate.for_label("uniform") is None
+    assert gate.for_label("blank").bound == 0.5 and "default.smoke.default" in gate.for_label("blank").source
+    assert g.unbounded_reason("d", "smoke", "m", "ood_auroc", "uniform") == "inside the spread"
 
 
 def test_includes_load_tables_of_their_own_and_refuse_a_table_twice(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness import cards, corruptions, data, metrics, perturb, stress
+from harness import corruptions, data, metrics, perturb, stress
 from harness.metrics import NotApplicable, Samples
 
 
@@ -33,20 +33,20 @@ def images():
 
 
 def small_battery(**kw) -> stress.Battery:
-    b = stress.battery(cards.card("fashion-mnist"), "smoke")
+    b = stress.battery("fashion-mnist", (1, 28, 28), "smoke")
     return stress.Battery(**{**b.__dict__, "corruptions": ("gaussian_noise", "contrast", "jpeg"), "severities": (1, 5),
                              "attack_samples": 20, **kw})
 
 
 def test_battery_per_dataset():
-    grey = stress.battery(cards.card("fashion-mnist"), "smoke")
-    colour = stress.battery(cards.card("cifar10"), "full")
+    grey = stress.battery("fashion-mnist", (1, 28, 28), "smoke")
+    colour = stress.battery("cifar10", (3, 32, 32), "full")
     assert len(grey.corruptions) == 14 and "saturate" not in grey.corruptions
     assert len(colour.corruptions) == 15 and "saturate" in colour.corruptions
     assert grey.reference_eps == 0.05 and colour.reference_eps == pytest.approx(2 / 255)
     assert grey.attack_samples == 500 and colour.attack_samples == 10_000
     assert len(grey.robustness_conditions()) == 1 + 70 + 1 + 2 + 4 + 3 + 1
-    assert stress.battery(cards.card("fashion-mnist"), "smoke", flip_invariant=False).hflip is False
+    assert stress.battery("fashion-mnist", (1, 28, 28), "smoke", flip_invariant=False).hflip is False
 
 
 def test_robustness_run_is_deterministic_and_matches_an_independent_recomputation(images):
@@ -102,7 +102,7 @@ def test_published_cifar_c_files_replace_the_synthesised_corruptions(tmp_path):
     np.save(folder / "fog.npy", fog)
     published = data.cifar_c(ds, tmp_path)
     assert set(published) == {"fog"}
-    b = stress.battery(cards.card("cifar10"), "smoke", published=published)
+    b = stress.battery("cifar10", (3, 32, 32), "smoke", published=published)
     assert b.corruptions == ("fog",)
     b = stress.Battery(**{**b.__dict__, "attack_samples": 4})
 
@@ -207,8 +207,8 @@ def test_measurement_sizes_scale_with_the_models_cost_on_a_cpu_only():
     assert cards.measurement_sizes(full, resnet, "cpu")["stress_samples"] == 10_000
     assert cards.measurement_sizes(smoke, 1000.0, "cpu") == cards.MIN_SIZES
     assert cards.measurement_sizes(smoke, None, "cpu")["stress_samples"] == 1000  # not countable: the profile's
-    b = stress.battery(cards.card("cifar100"), "smoke", attack_samples=22)
-    assert b.attack_samples == 22 and stress.battery(cards.card("cifar100"), "smoke").attack_samples == 500
+    b = stress.battery("cifar100", (3, 32, 32), "smoke", attack_samples=22)
+    assert b.attack_samples == 22 and stress.battery("cifar100", (3, 32, 32), "smoke").attack_samples == 500
     # the validation and test splits shrink the same way, to SPLIT_FLOOR images
     assert cards.split_sizes(smoke, small, "cpu", 6_000, 10_000) == (6_000, 10_000)
     assert cards.split_sizes(smoke, resnet, "cpu", 5_000, 10_000) == (2_000, 2_000)
@@ -219,9 +219,9 @@ def test_measurement_sizes_scale_with_the_models_cost_on_a_cpu_only():
     assert cards.severities_for(smoke, small, "cpu") == (1, 2, 3, 4, 5) == cards.severities_for(full, resnet, "cpu")
     assert cards.severities_for(smoke, resnet, "cpu") == (1, 3, 5)
     assert cards.severities_for(smoke, resnet, "cuda") == (1, 2, 3, 4, 5)
-    costly = stress.battery(cards.card("cifar100"), "smoke", severities=(1, 3, 5))
+    costly = stress.battery("cifar100", (3, 32, 32), "smoke", severities=(1, 3, 5))
     assert costly.severities == (1, 3, 5) and len(costly.corruption_conditions()) == 15 * 3
-    assert stress.battery(cards.card("cifar100"), "smoke").severities == (1, 2, 3, 4, 5)
+    assert stress.battery("cifar100", (3, 32, 32), "smoke").severities == (1, 2, 3, 4, 5)
 
 
 def test_a_costly_model_on_a_cpu_is_evaluated_on_the_first_images_of_each_split(cifar_root, tmp_path):

@@ -29,6 +29,11 @@ def _fails(side: str, bound: float, x: float) -> bool:
     return x < bound if side == "min" else x > bound
 
 
+def _looser(side: str, a: float, b: float) -> bool:
+    """Whether bound ``a`` passes everything bound ``b`` passes (a min bound lower, a max higher)."""
+    return a <= b if side == "min" else a >= b
+
+
 def _checks_nothing(m: metrics.Metric, side: str, b: float) -> str | None:
     """Why a bound catches no plausible defect: it lies outside the metric's range, or at or
     beyond what a model with no skill shows (``Metric.null``: AUROC 0.5)."""
@@ -71,6 +76,13 @@ def derive_metric(name: str, values: list, quanta: list, n_seeds: int, rule: Rul
                 why = f"the {side} bound the rule gives ({b:.4g}) {nothing}"
         if why is not None:
             kept = policy.get(side)
+            if kept is not None and screened is None and b is not None and not _looser(side, kept[0], b):
+                # the rule's bound checks nothing, and the policy lies inside the recipe's tolerance
+                # interval: every calibration run passes it, yet a sound run fails it too often
+                why += (f"; the inherited policy bound {kept[1]} ({metric.name}_{side} = {kept[0]:g}) lies inside "
+                        f"this recipe's tolerance interval (to {b:.4g}): a sound run would fail it more often than "
+                        "the run's false-alarm budget allows")
+                kept = None
             if kept is not None and not any(_fails(side, kept[0], v) for v in values):
                 evidence = {**evidence, "screen": why, "policy_kept": {"side": side, "bound": kept[0],
                                                                         "source": kept[1]}}

@@ -45,6 +45,11 @@ class Gate:
     source: str  # e.g. "gates.toml [fashion-mnist.smoke.baseline]"
     margin: float = 0.0  # effects: how far on the harmful side a "not_worse" change may go
     evidence: dict | None = field(default=None, compare=False)  # what a calibrated bound was derived from
+    # Merged per label (``Gates``): a per-label gate over an inherited one bounds the labels it
+    # names and leaves the rest to the inherited gate (``fallback``); labels a later table leaves
+    # unbounded are taken out of it (``except_labels``).
+    fallback: Gate | None = field(default=None, compare=False)
+    except_labels: frozenset = field(default=frozenset(), compare=False)
 
     @property
     def key(self) -> str:
@@ -60,10 +65,12 @@ class Gate:
 
     def for_label(self, label: str) -> Gate | None:
         """The scalar gate of one class of a per-class metric (None: that class is unbounded)."""
+        if label in self.except_labels:
+            return None
         if not self.per_label:
             return self
         if label not in self.bound:
-            return None
+            return self.fallback.for_label(label) if self.fallback is not None else None
         ev = (self.evidence or {}).get(label)
         return replace(self, bound=self.bound[label], evidence=ev)
 

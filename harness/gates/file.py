@@ -365,17 +365,23 @@ class Gates:
         out: dict[str, Gate] = {}
         for c in self._chain(dataset, profile, model):
             t = self._tables[c]
-            for name in t.unbounded:  # a later table leaves the metric (or one class of it) unbounded
+            for name in t.unbounded:  # a later table leaves the metric (or one label of it) unbounded
                 metric, _, rest = name.partition("[")
                 label = rest[:-1] if rest else None
                 for key in [k for k, g in out.items() if g.metric == metric]:
                     g = out[key]
-                    kept = {lb: v for lb, v in g.bound.items() if lb != label} if label and g.per_label else None
-                    if label is None or (g.per_label and not kept):
+                    if label is None:
                         del out[key]
-                    elif kept:
-                        out[key] = replace(g, bound=kept)
-            out.update(t.relative if relative else t.absolute)
+                        continue
+                    kept = {lb: v for lb, v in g.bound.items() if lb != label} if g.per_label else g.bound
+                    if g.per_label and not kept and g.fallback is None:
+                        del out[key]
+                    else:  # that label alone is taken out, of an inherited scalar bound too
+                        out[key] = replace(g, bound=kept, except_labels=g.except_labels | {label})
+            for key, g in (t.relative if relative else t.absolute).items():
+                if g.per_label and key in out:  # the labels it names; the rest keep what they inherit
+                    g = replace(g, fallback=out[key])
+                out[key] = g
         return out
 
     def absolute(self, dataset: str, profile: str, model: str) -> dict[str, Gate]:
