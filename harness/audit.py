@@ -52,7 +52,8 @@ VARIANTS = {"reference": ({}, []), "bf16": ({}, ["--precision", "bf16"]),
             "native": ({"CNN_STRESS_KERNELS": "native"}, [])}
 
 
-def _suite_run(dataset: str, seed: int, threads: int, work: Path, extra: list[str], variant: str = "reference") -> dict:
+def _suite_run(dataset: str, seed: int, threads: int, work: Path, extra: list[str], variant: str = "reference",
+               models_dir: Path | None = None) -> dict:
     """The README's main command with ``--seed`` at ``threads`` CPU threads in a regime variant,
     from the audit's empty cache for that thread count and variant; every gate it checked (the
     failed ones with their messages) from the report's results.json."""
@@ -62,7 +63,7 @@ def _suite_run(dataset: str, seed: int, threads: int, work: Path, extra: list[st
     tag = f"s{seed}-t{threads}" + ("" if variant == "reference" else f"-{variant}")
     reports = work / f"reports-{tag}"
     cmd = [sys.executable, "-m", "pytest", "stress_tests", "--dataset", dataset, "--seed", str(seed),
-           "--cache-dir", str(work / f"cache-t{threads}-{variant}"), "--report-dir", str(reports), "-q", "-p",
+           "--cache-dir", str((models_dir or work) / f"cache-t{threads}-{variant}"), "--report-dir", str(reports), "-q", "-p",
            "no:cacheprovider", *args, *extra]
     env = {k: v for k, v in os.environ.items() if k not in REFERENCE_ENV}  # the run pins (or not) by itself
     env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **env_extra})
@@ -90,7 +91,8 @@ def _gate_key(g: dict) -> str:
 
 
 def false_alarms(dataset: str, seeds: list[int], threads: list[int], work: Path, extra: list[str] | None = None,
-                 progress=print, variants: tuple[str, ...] = ("reference",), variant_seeds: int = 2) -> dict:
+                 progress=print, variants: tuple[str, ...] = ("reference",), variant_seeds: int = 2,
+                 models_dir: Path | None = None) -> dict:
     """Every (seed, thread count) run of the main command in the reference regime, then the
     first ``variant_seeds`` seeds in each other variant; 1-thread runs two at a time on 2 cores
     (each uses one), others one at a time."""
@@ -101,7 +103,8 @@ def false_alarms(dataset: str, seeds: list[int], threads: list[int], work: Path,
         chosen = seeds if variant == "reference" else seeds[:variant_seeds]
         for t in threads if variant == "reference" else threads[-1:]:
             with ThreadPoolExecutor(max_workers=max(1, cores // t)) as pool:
-                for r in pool.map(lambda s, t=t, v=variant: _suite_run(dataset, s, t, work, extra or [], v), chosen):
+                for r in pool.map(lambda s, t=t, v=variant: _suite_run(dataset, s, t, work, extra or [], v, models_dir),
+                                  chosen):
                     runs.append(r)
                     state = "ERROR" if r.get("error") else f"{len(r['failed'])} false alarm(s) of {r['checked']} gates"
                     progress(f"[audit] seed {r['seed']}, {r['threads']} thread(s), {r['variant']}: {state} "
@@ -292,7 +295,12 @@ def _tail_lines(fa: dict, predicted: dict) -> list[str]:
 def audit(dataset: str, profile: str, seeds: list[int], threads: list[int], gates_path: Path, out_dir: Path,
           defect_seed: int = 42, cache_dir: Path | None = None, run_false_alarms: bool = True,
           run_detection: bool = True, progress=print, variants: tuple[str, ...] = ("reference",),
-          compare_gates: Path | None = None, variant_seeds: int = 2) -> Path:
+          compare_gates: Path | None = None, variant_seeds: int = 2, models_dir: Path | None = None) -> Path:
+    """The audit's report folder. ``models_dir``: the false-alarm runs' model caches live there
+    and are kept (else in the report folder, deleted after): a later audit of the same seeds
+    trains nothing it holds, and measures again only what the code changed since. A model of the
+    reference regime is a pure function of its key (bit for bit on any x86-64 CPU), so reading it
+    is training it again."""
     import torch
 
     from .calibrate import machine
@@ -305,12 +313,13 @@ def audit(dataset: str, profile: str, seeds: list[int], threads: list[int], gate
             "threads": ", ".join(map(str, threads)), "date": dt.date.today().isoformat(), "machine": machine(),
             "torch": str(torch.__version__), "predicted": predicted_tail(gates_path)}
     fa = false_alarms(dataset, seeds, threads, out / "work", progress=progress, variants=variants,
-                      variant_seeds=variant_seeds) \
+                      variant_seeds=variant_seeds, models_dir=models_dir) \
         if run_false_alarms else None
     import shutil
 
-    for cache in (out / "work").glob("cache-t*"):  # the runs' reports stay; their models are not needed
-        shutil.rmtree(cache, ignore_errors=True)
+    if models_dir is None:
+        for cache in (out / "work").glob("cache-t*"):  # the runs' reports stay; their models are not needed
+            shutil.rmtree(cache, ignore_errors=True)
     det = detection(dataset, profile, defect_seed, gates_path, cache_dir, progress=progress,
                     compare_gates=compare_gates) if run_detection else None
     spread = class_spread(gates_path, dataset, profile)

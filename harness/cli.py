@@ -142,7 +142,7 @@ def _audit(args) -> int:
                       Path(args.cache_dir) if args.cache_dir else None, not args.no_false_alarms, not args.no_defects,
                       progress=lambda line: print(line, file=sys.stderr), variants=tuple(args.variant or ["reference"]),
                       compare_gates=Path(args.compare_gates) if args.compare_gates else None,
-                      variant_seeds=args.variant_seeds)
+                      variant_seeds=args.variant_seeds, models_dir=Path(args.keep_models) if args.keep_models else None)
     print((out / "audit.md").read_text())
     print(f"wrote {out}/audit.md and audit.json")
     return 0
@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(--variant-seeds): their calibrated bounds must be reported, not gated")
     a.add_argument("--variant-seeds", type=flags.positive_int, default=2, metavar="N",
                    help="seeds run in each variant other than the reference (default 2)")
+    a.add_argument("--keep-models", metavar="DIR", help="keep the runs' model caches in DIR (default: deleted after): "
+                   "a later audit of the same seeds trains nothing DIR holds and measures again only what the code "
+                   "changed (reference-regime models are the same bit for bit)")
     a.add_argument("--compare-gates", metavar="OLD.toml", help="also check the planted defects against this gates file "
                    "(detection limits before and after a change of rule)")
     a.set_defaults(func=_audit)
