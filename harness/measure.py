@@ -47,6 +47,7 @@ class Settings:
     ood_path: str | None = None  # --ood: a set of one's own
     data_root: str | None = None  # where a sibling dataset (an OOD set) is looked for
     conformal_alpha: float = 0.1  # --conformal-alpha: sets for 1 - alpha of the test images
+    selective_risk: float = 0.05  # --selective-risk: the error rate accepted predictions may have
     autoattack_images: int = 0  # AutoAttack on this many images of the attacked subset (0: not run)
     severities: tuple[int, ...] = corruptions.SEVERITIES  # corruption severities (cards.severities_for)
     cache_dir: str | None = None  # the evidence cache folder (data-side screens kept there; None: not kept)

@@ -38,7 +38,9 @@ import torch
 OOD_IMAGES = 1_000
 SEED = 11
 SYNTHETIC = ("uniform", "gaussian", "blank", "constant", "shuffled")
-SCORES = ("msp", "maxlogit", "energy")
+SCORES = ("msp", "maxlogit", "energy")  # from the logits; harness/ood_features.py adds the feature ones
+SCORE_NAMES = {"msp": "MSP", "maxlogit": "max logit", "energy": "energy", "mahalanobis": "Mahalanobis", "knn": "KNN"}
+NEAR = ("digits", "own")  # and the sibling CIFAR: another domain of real images (OpenOOD's near-OOD); the rest far
 CONFIDENT = 0.99
 GRID = 4
 
@@ -240,6 +242,12 @@ def builtin_names(data, data_root=None) -> list[str]:
         except (data_mod.DatasetNotFoundError, data_mod.DatasetFormatError):
             pass
     return names
+
+
+def group(name: str) -> str:
+    """``near`` for a real other domain (digits, the sibling CIFAR, one's own set), ``far`` for
+    the synthetic sets (noise, blank and flat frames, shuffled tiles), as OpenOOD v1.5 splits them."""
+    return "far" if name in SYNTHETIC else "near"
 
 
 def _sibling(data) -> str | None:

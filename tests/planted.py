@@ -26,6 +26,9 @@ shift-fragile      reads the corner pixel of each left square: a one-pixel shift
 flip-variant       adds a bonus to class 0 when the top-left corner is brighter than the
                    top-right one: a mirror changes its predictions (and it pays on clean data)
 chance             ignores the image
+top-shuffled       the good reader with its three highest logits put in a shuffled order (the
+                   same for the same image): the right class is still among the top three, no
+                   longer first; conformal sets grow and the small ones miss the true class
 =================  ======================================================================
 """
 
@@ -167,6 +170,20 @@ class DetailReader(RegionReader):
         return 6.0 * torch.sigmoid(60.0 * (f @ self.edges.T - 0.35)) + fallback
 
 
+class TopShuffled(RegionReader):
+    """``good``'s logits with the values of its top three classes permuted, the permutation a
+    hash of the image's pixels (deterministic, one of the six)."""
+
+    def forward(self, x):
+        import itertools
+
+        z = super().forward(x)
+        top = z.topk(3, dim=1)
+        key = ((x.flatten(1) * 255).round().long().sum(1) * 2654435761) % 6
+        perms = torch.tensor(list(itertools.permutations(range(3))), device=x.device)
+        return z.scatter(1, top.indices, top.values.gather(1, perms[key]))
+
+
 class Memoriser(nn.Module):
     """Exact recall of the training images' labels (confident), a fixed guess elsewhere."""
 
@@ -228,11 +245,13 @@ def planted(name: str, dataset) -> nn.Module:
         return FlipVariant()
     if name == "chance":
         return Chance()
+    if name == "top-shuffled":
+        return TopShuffled()
     raise KeyError(name)
 
 
 PLANTED = ("overconfident", "underconfident", "blind-class", "memoriser", "noise-fragile", "one-copy", "shift-fragile",
-           "flip-variant", "chance", "detail-reliant")
+           "flip-variant", "chance", "detail-reliant", "top-shuffled")
 
 
 def write_idx_world(root, **kwargs) -> None:

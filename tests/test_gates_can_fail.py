@@ -53,6 +53,7 @@ shift1_flip_share_max = 0.1
 hflip_flip_share_max = 0.1
 cam_degenerate_share_max = 0.1
 lowpass_accuracy_min = 0.5
+raps_size_stratified_coverage_min = 0.7
 
 [fashion-mnist.smoke.overconfident.vs_baseline]
 confident_errors_99_max_ratio = 1.0
@@ -76,6 +77,8 @@ EXPECTED = {
     "test_one_pixel_shift[fashion-mnist-shift-fragile]": r"shift1_flip_share=0\.[4-8]\d* > max 0\.1 " + SRC,
     "test_horizontal_flip[fashion-mnist-flip-variant]": r"hflip_flip_share=0\.[2-5]\d* > max 0\.1 " + SRC,
     "test_lowpass_accuracy[fashion-mnist-detail-reliant]": r"lowpass_accuracy=0\.[0-4]\d* < min 0\.5 " + SRC,
+    "test_size_stratified_coverage[fashion-mnist-top-shuffled-raps_size_stratified_coverage]":
+        r"raps_size_stratified_coverage=0\.[0-6]\d* < min 0\.7 " + SRC,
     # the chance model's logits do not depend on its CAM layer: every heatmap is empty
     "test_degenerate_maps[fashion-mnist-chance]": r"cam_degenerate_share=1 > max 0\.1 " + SRC,
     "test_vs_baseline[fashion-mnist-overconfident-confident_errors_99_max_ratio]":
@@ -91,6 +94,7 @@ PLANTED_GATES = {
     "chance": "accuracy", "overconfident": "ece", "underconfident": "ece_under", "blind-class": "class_accuracy",
     "memoriser": "generalisation_gap", "noise-fragile": "noise_accuracy", "one-copy": "occlusion_accuracy",
     "shift-fragile": "shift1_flip_share", "flip-variant": "hflip_flip_share", "detail-reliant": "lowpass_accuracy",
+    "top-shuffled": "raps_size_stratified_coverage",
 }
 
 

@@ -35,24 +35,51 @@ def _file_stamp(path: str) -> str:
     return f"{p}|" + "|".join(f"{q.name}:{q.stat().st_size}:{q.stat().st_mtime_ns}" for q in files[:5000])
 
 
+def _fit_images(ev) -> int:
+    """Training images the feature scores are fitted on: 5 per OOD image measured (5,000 at the
+    smoke profile; fewer for a costly model on a CPU, like every measurement size)."""
+    from .. import ood_features
+
+    return min(ood_features.FIT_IMAGES, 5 * ev.settings.ood_images, len(ev.data.train_idx))
+
+
 def _ood_context(ev) -> dict:
+    from .. import ood_features
+
     s = ev.settings
     return {"ood_images": s.ood_images, "ood_path": s.ood_path and _file_stamp(s.ood_path),
-            "ood_sets": ood_names(ev.data, s)}
+            "ood_sets": ood_names(ev.data, s), "fit_images": _fit_images(ev), "knn_k": ood_features.KNN_K}
 
 
-@register("ood", ("ood.py",), remote=True, context=_ood_context, driver_only=lambda s: bool(s.ood_path),  # one's own set
-          units=lambda ev: (len(ood_names(ev.data, ev.settings)), "set"),
-          description="in-distribution scores (ood.scores) of the test images and of every OOD set")
+@register("ood", ("ood.py", "ood_features.py"), remote=True, context=_ood_context,
+          driver_only=lambda s: bool(s.ood_path),  # one's own set: files on the driver
+          units=lambda ev: (len(ood_names(ev.data, ev.settings)) + 2, "set"),
+          description="in-distribution scores of the test images and of every OOD set: from the logits (ood.scores) "
+                      "and from the penultimate features (ood_features.scores)")
 def ood(ev) -> dict:
     from .. import ood as ood_mod
+    from .. import ood_features
 
     ev.samples("test")  # the test logits (evaluated here for a model the harness did not train)
     out = {"test": ood_mod.scores(ev.result.logits["test"].numpy())}
-    s = ev.settings
-    for name, x in ood_mod.sets(ev.data, s.data_root, s.ood_path, s.ood_images, s.cache_dir).items():
-        out[name] = ood_mod.scores(logits_of(ev.model, x, ev.device).numpy())
+    s, data = ev.settings, ev.data
+    feats = {}
+    with ood_features.Tap(ev.model) as tap:
+        train_pos = data.train_idx.numpy()[ood_features.fit_positions(data.train_y[data.train_idx].numpy(),
+                                                                      _fit_images(ev))]
+        logits_of(ev.model, data.train_x[torch.as_tensor(train_pos)], ev.device)
+        fit_z, fit_y = tap.take(), data.train_y[torch.as_tensor(train_pos)]
         ev.tick(1)
+        logits_of(ev.model, data.test_x, ev.device)  # the test images' features (their logits are the run's)
+        feats["test"] = tap.take()
+        ev.tick(1)
+        for name, x in ood_mod.sets(data, s.data_root, s.ood_path, s.ood_images, s.cache_dir).items():
+            out[name] = ood_mod.scores(logits_of(ev.model, x, ev.device).numpy())
+            feats[name] = tap.take()
+            ev.tick(1)
+    if fit_z is not None:  # a model with a linear head: its penultimate features score too
+        for name, sc in ood_features.scores(fit_z, fit_y, feats).items():
+            out[name].update(sc)
     return out
 
 
@@ -71,16 +98,24 @@ def leakage(ev):
 
 
 @register("conformal", (), cheap=True,
-          description="LAC and APS prediction sets of the test images, calibrated on the validation split")
+          description="LAC, APS, randomised APS and RAPS prediction sets of the test images, calibrated on the "
+                      "validation split")
 def conformal(ev) -> dict:
     from .. import conformal as conformal_mod
 
     val, test = ev.samples("val"), ev.samples("test")
-    out = {"labels": test.labels, "alpha": ev.settings.conformal_alpha, "n_cal": len(val)}
-    for method in conformal_mod.METHODS:
-        q = conformal_mod.calibrate(val.probs, val.labels, ev.settings.conformal_alpha, method)
-        inside = conformal_mod.sets(test.probs, q, method)
-        out[method] = {"q": q, "covered": inside[np.arange(len(test)), test.labels], "size": inside.sum(axis=1),
+    alpha = ev.settings.conformal_alpha
+    out = {"labels": test.labels, "alpha": alpha, "n_cal": len(val)}
+    for method in conformal_mod.ALL_METHODS:
+        if method in conformal_mod.METHODS:
+            cal_scores = conformal_mod.scores(val.probs, val.labels, method)
+            q = conformal_mod.threshold(cal_scores, alpha)
+            fit = {"q": q, "n_cal": len(val), "ties": conformal_mod.ties_at(cal_scores, q)}
+            inside = conformal_mod.sets(test.probs, q, method)
+        else:
+            fit = conformal_mod.fit_randomised(val.probs, val.labels, alpha, method)
+            inside = conformal_mod.randomised_sets(test.probs, fit)
+        out[method] = {**fit, "covered": inside[np.arange(len(test)), test.labels], "size": inside.sum(axis=1),
                        "sizes": np.bincount(inside.sum(axis=1), minlength=test.num_classes + 1)}
     return out
 
@@ -127,13 +162,14 @@ def ood_record(run, m: str) -> dict:
 
     found = ev.evidence("ood")
     test = found["test"]
+    scores = [k for k in ood.SCORE_NAMES if k in test]  # the feature scores need a linear head
     sets = {}
     for name, sc in found.items():
         if name == "test":
             continue
-        sets[name] = {"images": len(sc["msp"]),
-                      "auroc": {k: ood.auroc(test[k], sc[k]) for k in ood.SCORES},
-                      "fpr95": {k: ood.fpr_at_tpr(test[k], sc[k]) for k in ood.SCORES},
+        sets[name] = {"images": len(sc["msp"]), "group": ood.group(name),
+                      "auroc": {k: ood.auroc(test[k], sc[k]) for k in scores if k in sc},
+                      "fpr95": {k: ood.fpr_at_tpr(test[k], sc[k]) for k in scores if k in sc},
                       "confident_share": float((sc["msp"] >= ood.CONFIDENT).mean())}
     hist = {name: np.histogram(sc["msp"], OOD_BINS)[0].tolist() for name, sc in found.items()}
     return {"sets": sets, "histogram": {"edges": OOD_BINS.tolist(), "counts": hist}}
@@ -145,19 +181,31 @@ def conformal_record(run, m: str) -> dict:
     ev, classes = run.evaluation(m), list(run.data.classes)
     if not ev.has("conformal"):
         return {}
+    from .. import conformal as conformal_mod
     from ..conformal import coverage_floor
+    from ..metrics.beyond import size_strata
 
     c = ev.evidence("conformal")
     labels = np.asarray(c["labels"])
     out = {"alpha": c["alpha"], "calibration_images": int(c["n_cal"]),
            "floor": coverage_floor(int(c["n_cal"]), len(labels), float(c["alpha"]))}
-    for method in ("lac", "aps"):
+    for method in conformal_mod.ALL_METHODS:
+        if method not in c:
+            continue
         m = c[method]
         covered = np.asarray(m["covered"], dtype=float)
+        size = np.asarray(m["size"])
+        n_cal = int(m.get("n_cal", c["n_cal"]))
         out[method] = {"threshold": float(m["q"]), "coverage": float(covered.mean()),
-                       "size_mean": float(np.mean(m["size"])), "size_max": int(np.max(m["size"])),
+                       "floor": coverage_floor(n_cal, len(labels), float(c["alpha"])),
+                       "ceiling": conformal_mod.coverage_ceiling(n_cal, len(labels), float(c["alpha"])),
+                       "calibration_images": n_cal, "tuning_images": int(m.get("n_tune", 0)),
+                       "lam": m.get("lam"), "k_reg": m.get("k_reg"), "ties_at_threshold": int(m.get("ties", 0)),
+                       "size_mean": float(np.mean(size)), "size_max": int(np.max(size)),
                        "size_histogram": np.asarray(m["sizes"]).tolist(),
-                       "per_class": {classes[k]: float(covered[labels == k].mean()) for k in np.unique(labels)}}
+                       "by_size": size_strata(covered, size),
+                       "per_class": {classes[k]: float(covered[labels == k].mean()) for k in np.unique(labels)},
+                       "size_per_class": {classes[k]: float(size[labels == k].mean()) for k in np.unique(labels)}}
     if ev.has("conformal_shift"):
         out["shift"] = {name: float(np.mean(v)) for name, v in ev.evidence("conformal_shift").items()}
     return out

@@ -62,6 +62,40 @@ def ood_fpr95(ev: Mapping, name) -> float:
     return fpr_at_tpr(ev["test"]["msp"], _set(ev, name)["msp"])
 
 
+def _scored(ev: Mapping, name, score: str) -> tuple[np.ndarray, np.ndarray]:
+    """(test images' scores, the set's) of one OOD score."""
+    test, found = ev["test"], _set(ev, name)
+    if score not in test or score not in found:
+        raise NotApplicable(f"the {score} score needs the input of the model's last linear layer (its penultimate "
+                            "features): this model has no nn.Linear")
+    return test[score], found[score]
+
+
+# The field's other scores (OpenOOD v1.5): the maximum logit and the energy from the logits, and
+# two from the penultimate features (harness/ood_features.py: pytorch-ood's Mahalanobis and KNN).
+# MSP's keep their names (ood_auroc, ood_fpr95).
+OTHER_SCORES = {"maxlogit": "the maximum logit", "energy": "the energy (logsumexp of the logits)",
+                "mahalanobis": "the features' Mahalanobis score", "knn": "the features' k-NN score"}
+
+
+def _register_score(score: str, what: str) -> None:
+    from ..ood import auroc, fpr_at_tpr
+
+    @_ood(f"ood_auroc_{score}", f"AUROC of {what} telling the test images (positive) from an OOD set", HIGHER,
+          resolution="image", null=0.5)
+    def _auroc(ev: Mapping, name) -> float:
+        return auroc(*_scored(ev, name, score))
+
+    @_ood(f"ood_fpr95_{score}", f"FPR at 95% TPR of {what}: the OOD share above the score keeping 95% of test images",
+          LOWER, resolution="image", null=0.95)
+    def _fpr(ev: Mapping, name) -> float:
+        return fpr_at_tpr(*_scored(ev, name, score))
+
+
+for _score, _what in OTHER_SCORES.items():
+    _register_score(_score, _what)
+
+
 # reported, not gated: 0 on most sound runs and heavy-tailed on the rest (docs/verdicts.md);
 # ood_mean_confidence carries its signal to a gate
 @_ood("ood_confident_share", "share of an OOD set predicted with >= 99% confidence (confident on garbage)", LOWER,
@@ -146,6 +180,93 @@ def aps_coverage_margin(ev: Mapping) -> float:
 @_conformal("aps_set_size", "mean number of classes in the APS prediction sets", LOWER, "score", range_=(0.0, np.inf))
 def aps_set_size(ev: Mapping) -> float:
     return float(np.mean(_conf(ev, "aps")["size"]))
+
+
+# Per method (harness/conformal.py: lac, aps, aps_rand, raps), besides the coverage margins and
+# mean set sizes above: the coverage ceiling (for continuous scores), the mean set size of the
+# class with the largest sets, the coverage of the worst set-size stratum (size-stratified
+# coverage, Angelopoulos et al. 2021: where a method fails) and of the worst class.
+METHOD_NAMES = {"lac": "LAC", "aps": "plain APS", "aps_rand": "randomised APS", "raps": "RAPS"}
+MIN_STRATUM = 50  # a set size is a stratum of the size-stratified coverage when this many test images have it
+MIN_STRATUM_SHARE = 0.01  # ... or this share of them, whichever is more
+
+
+def size_strata(covered, size) -> dict[str, dict]:
+    """{stratum: {"images", "coverage"}} of the set sizes held by enough test images
+    (``MIN_STRATUM``): "0-1" (an empty set, which a randomised method may give, is a set of at
+    most one class, as in Angelopoulos et al.'s bins), then each size from 2."""
+    covered, size = np.asarray(covered, dtype=float), np.asarray(size)
+    need = max(MIN_STRATUM, int(np.ceil(MIN_STRATUM_SHARE * len(size))))
+    out = {}
+    for k in np.unique(np.maximum(size, 1)):
+        inside = (size <= 1) if k == 1 else (size == k)
+        if inside.sum() >= need:
+            out["0-1" if k == 1 else str(int(k))] = {"images": int(inside.sum()),
+                                                      "coverage": float(covered[inside].mean())}
+    return out
+
+
+def _ceiling_margin(ev: Mapping, method: str) -> float:
+    from ..conformal import coverage_ceiling
+
+    m = _conf(ev, method)
+    if int(m.get("ties", 0)) > 1:
+        raise NotApplicable(f"{int(m['ties'])} calibration scores tie at the threshold: the coverage is discrete and "
+                            "may exceed 1 - alpha by more than the law allows (no ceiling holds)")
+    covered = np.asarray(m["covered"])
+    return float(coverage_ceiling(int(m.get("n_cal", ev["n_cal"])), len(covered), float(ev["alpha"])) - covered.mean())
+
+
+def _register_method(method: str, new: bool) -> None:
+    label = METHOD_NAMES[method]
+    if new:  # lac and aps have theirs above (their names kept)
+        @_conformal(f"{method}_coverage", f"share of test images whose {label} prediction set holds the true class",
+                    HIGHER, gated=False)
+        def _coverage(ev: Mapping) -> float:
+            return float(np.mean(_conf(ev, method)["covered"]))
+
+        @_conformal(f"{method}_coverage_margin", f"{label} coverage minus the least a sound run reaches "
+                    "(coverage_floor): below 0, the guarantee failed", HIGHER, "share", range_=(-1.0, 1.0))
+        def _margin_m(ev: Mapping) -> float:
+            return _margin(ev, method)
+
+        @_conformal(f"{method}_set_size", f"mean number of classes in the {label} prediction sets", LOWER, "score",
+                    range_=(0.0, np.inf))
+        def _size(ev: Mapping) -> float:
+            return float(np.mean(_conf(ev, method)["size"]))
+
+        @_conformal(f"{method}_worst_class_coverage", f"{label} coverage of the class it covers least", HIGHER)
+        def _worst_cov(ev: Mapping) -> float:
+            covered, labels = np.asarray(_conf(ev, method)["covered"], dtype=float), np.asarray(ev["labels"])
+            return float(min(covered[labels == c].mean() for c in np.unique(labels)))
+
+    # a guarantee only for continuous scores and sets that may be empty: APS without randomisation
+    # keeps the class that crosses its threshold and RAPS always keeps the top class, so both may
+    # over-cover by construction (reported, not gated)
+    @_conformal(f"{method}_coverage_ceiling_margin", f"the most a sound run's {label} covers (coverage_ceiling) minus "
+                "its coverage: below 0, sets larger than needed",
+                HIGHER, "share", range_=(-1.0, 1.0), gated=method in ("lac", "aps_rand"))
+    def _ceiling(ev: Mapping) -> float:
+        return _ceiling_margin(ev, method)
+
+    @_conformal(f"{method}_worst_class_set_size", f"mean {label} set size of the class with the largest sets", LOWER,
+                "score", range_=(0.0, np.inf))
+    def _worst_size(ev: Mapping) -> float:
+        size, labels = np.asarray(_conf(ev, method)["size"], dtype=float), np.asarray(ev["labels"])
+        return float(max(size[labels == c].mean() for c in np.unique(labels)))
+
+    @_conformal(f"{method}_size_stratified_coverage", f"{label} coverage of the set size it covers least (sizes of "
+                f">= {MIN_STRATUM} test images)", HIGHER)
+    def _ssc(ev: Mapping) -> float:
+        m = _conf(ev, method)
+        strata = size_strata(m["covered"], m["size"])
+        if not strata:
+            raise NotApplicable("no set size is held by enough test images to be a stratum")
+        return float(min(v["coverage"] for v in strata.values()))
+
+
+for _method in METHOD_NAMES:
+    _register_method(_method, new=_method not in ("lac", "aps"))
 
 
 @_conformal("conformal_worst_class_coverage", "LAC coverage of the class it covers least (where guarantees break)",

@@ -172,40 +172,98 @@ def table_attention_changes(record: dict) -> Table:
 
 
 def table_ood(record: dict) -> Table:
-    """Per model and OOD set: AUROC and FPR at 95% TPR for each score, and the share predicted
-    with >= 99% confidence."""
-    headers = ["Model", "OOD set", "Images", "AUROC msp / maxlogit / energy", "FPR@95 msp / maxlogit / energy",
-               ">= 99% confident"]
-    rows = []
+    """Per model, scores x OOD sets: AUROC / FPR at 95% TPR of each score on each set, the sets
+    grouped near (another real domain) then far (synthetic), the mean AUROC of each group, and
+    the best score of each set marked; then the share predicted with >= 99% confidence."""
+    from ..ood import SCORE_NAMES
+
+    rows, names = [], []
     for m in model_order(record):
-        for name, v in (((record["models"][m].get("ood") or {}).get("sets")) or {}).items():
-            rows.append([m, name, fmt(v.get("images"), "int"),
-                         " / ".join(fmt(v["auroc"].get(k)) for k in ("msp", "maxlogit", "energy")),
-                         " / ".join(fmt(v["fpr95"].get(k), "pct") for k in ("msp", "maxlogit", "energy")),
-                         fmt(v.get("confident_share"), "pct")])
+        sets = ((record["models"][m].get("ood") or {}).get("sets")) or {}
+        names = sorted(sets, key=lambda n: (sets[n].get("group") != "near", n)) or names
+    headers = ["Model", "Score", *[f"{n} ({sets_group(record, n)})" for n in names], "near mean AUROC",
+               "far mean AUROC"]
+    for m in model_order(record):
+        sets = ((record["models"][m].get("ood") or {}).get("sets")) or {}
+        if not sets:
+            continue
+        scores = [k for k in SCORE_NAMES if any(k in v["auroc"] for v in sets.values())]
+        best = {n: max(scores, key=lambda k: sets[n]["auroc"].get(k, -1)) for n in names if n in sets}
+        for k in scores:
+            cells = []
+            for n in names:
+                v = sets.get(n)
+                if not v or k not in v["auroc"]:
+                    cells.append(DASH)
+                    continue
+                mark = " *" if best.get(n) == k else ""
+                cells.append(f"{fmt(v['auroc'][k])} / {fmt(v['fpr95'][k], 'pct')}{mark}")
+            means = [np.mean([sets[n]["auroc"][k] for n in names if n in sets and sets[n].get("group") == g
+                              and k in sets[n]["auroc"]] or [np.nan]) for g in ("near", "far")]
+            rows.append([m, SCORE_NAMES[k], *cells, *(fmt(float(x)) if np.isfinite(x) else DASH for x in means)])
+        rows.append([m, ">= 99% confident", *[fmt(sets[n].get("confident_share"), "pct") if n in sets else DASH
+                                              for n in names], DASH, DASH])
     return headers, rows
 
 
+def sets_group(record: dict, name: str) -> str:
+    for m in model_order(record):
+        v = (((record["models"][m].get("ood") or {}).get("sets")) or {}).get(name)
+        if v and v.get("group"):
+            return v["group"]
+    return "far"
+
+
 def table_conformal(record: dict) -> Table:
-    """Per model and method: coverage against the target and the floor a sound run reaches,
-    set sizes, the worst class, and coverage under shift."""
-    headers = ["Model", "Method", "Coverage (target / floor)", "Mean set size", "Largest set", "Worst class",
-               "Under corruption (severity 3)"]
+    """Per model and method: coverage against the target and the floor and ceiling a sound run
+    stays within, set sizes (mean, the class with the largest sets), the set size covered least
+    (size-stratified coverage), the worst class, RAPS's parameters, and coverage under shift."""
+    from ..conformal import ALL_METHODS
+
+    labels = {"lac": "LAC", "aps": "APS", "aps_rand": "APS (randomised)", "raps": "RAPS"}
+    headers = ["Model", "Method", "Coverage (target; floor - ceiling)", "Mean set size", "Largest mean (class)",
+               "Worst set size (coverage)", "Worst class", "Under corruption (severity 3)"]
     rows = []
     for m in model_order(record):
         c = record["models"][m].get("conformal") or {}
-        for method in ("lac", "aps"):
+        for method in ALL_METHODS:
             v = c.get(method)
             if not v:
                 continue
             worst = min(v["per_class"].items(), key=lambda kv: kv[1]) if v.get("per_class") else None
+            biggest = max(v["size_per_class"].items(), key=lambda kv: kv[1]) if v.get("size_per_class") else None
+            strata = v.get("by_size") or {}
+            low = min(strata.items(), key=lambda kv: kv[1]["coverage"]) if strata else None
             shift = c.get("shift") or {}
             shift_text = (f"{fmt(float(np.mean(list(shift.values()))), 'pct')} mean, "
                           f"{min(shift, key=shift.get)} {fmt(min(shift.values()), 'pct')}") if method == "lac" and shift \
                 else DASH
-            rows.append([m, method.upper(), f"{fmt(v['coverage'], 'pct')} ({fmt(1 - c['alpha'], 'pct')} / "
-                         f"{fmt(c['floor'], 'pct')})", fmt(v["size_mean"]), fmt(v["size_max"], "int"),
+            name = labels.get(method, method)
+            if method == "raps" and v.get("lam") is not None:
+                name += f" (lam {v['lam']:g}, k_reg {v['k_reg']}; tuned on {v.get('tuning_images', 0)} images)"
+            floor, ceiling = v.get("floor", c.get("floor")), v.get("ceiling")
+            bounds = f"{fmt(floor, 'pct')} - {fmt(ceiling, 'pct')}" if ceiling is not None else fmt(floor, "pct")
+            rows.append([m, name, f"{fmt(v['coverage'], 'pct')} ({fmt(1 - c['alpha'], 'pct')}; {bounds})",
+                         fmt(v["size_mean"]), f"{fmt(biggest[1])} ({biggest[0]})" if biggest else DASH,
+                         f"{low[0]}: {fmt(low[1]['coverage'], 'pct')} of {low[1]['images']}" if low else DASH,
                          f"{worst[0]} {fmt(worst[1], 'pct')}" if worst else DASH, shift_text])
+    return headers, rows
+
+
+def table_risk_control(record: dict) -> Table:
+    """Per model: the threshold that keeps the accepted predictions' error under the user's
+    risk (chosen on the validation split with 99% confidence) and what it does on the test split."""
+    headers = ["Model", "Risk", "Threshold", "Validation: accepted, wrong, upper bound", "Test: accepted",
+               "Test: error (ceiling)"]
+    rows = []
+    for m in model_order(record):
+        r = record["models"][m].get("risk_control") or {}
+        if not r:
+            continue
+        rows.append([m, fmt(r["risk"], "pct"), DASH if r["threshold"] is None else f"{r['threshold']:g}",
+                     f"{r['validation_accepted']}, {r['validation_errors']}, {fmt(r['validation_upper'], 'pct')}",
+                     f"{r['test_accepted']} ({fmt(r['test_coverage'], 'pct')})",
+                     f"{fmt(r['test_error'], 'pct')} ({fmt(r['test_ceiling'], 'pct')})"])
     return headers, rows
 
 

@@ -201,9 +201,11 @@ def render_html(record: dict, files: list[str]) -> str:
     if oo[1] or cf[1] or record.get("leakage"):
         body.append('<h2 id="beyond">Beyond the test set</h2>')
     if oo[1]:
-        body.append("<h3>Out-of-distribution inputs</h3><p class='meta'>Test images are the positives; AUROC 1 "
-                    "separates every OOD image, 0.5 none; FPR@95: the share of the OOD set above the confidence that "
-                    "keeps 95% of the test images (harness/ood.py).</p>" + html_table(oo))
+        body.append("<h3>Out-of-distribution inputs</h3><p class='meta'>Test images are the positives; each cell is "
+                    "AUROC / FPR@95 (AUROC 1 separates every OOD image, 0.5 none; FPR@95: the share of the OOD set "
+                    "above the score that keeps 95% of the test images); * marks the best score of each set. Near: "
+                    "another real domain; far: synthetic. Scores from the logits (harness/ood.py) and from the "
+                    "penultimate features (harness/ood_features.py, pytorch-ood).</p>" + html_table(oo))
     leak = record.get("leakage") or {}
     if leak:
         body.append(f"<h3>Train/test leakage</h3><p class='meta'>{leak['count']} test images ({fmt(leak['share'], 'pct')}) "
@@ -212,7 +214,16 @@ def render_html(record: dict, files: list[str]) -> str:
                     + (html_table(lk) if lk[1] else ""))
     if cf[1]:
         body.append("<h3>Conformal prediction sets</h3><p class='meta'>Calibrated on the validation split; the floor "
-                    "is the least coverage a sound run reaches (1 in 10,000) for this many images.</p>" + html_table(cf))
+                    "and ceiling are the least and most coverage a sound run reaches (1 in 10,000 each) for this many "
+                    "images (the ceiling holds for continuous scores); the worst set size is the stratum of set sizes "
+                    "covered least, where a method fails.</p>" + html_table(cf))
+    rc = findings.table_risk_control(record)
+    if rc[1]:
+        body.append("<h3>Selective prediction at your risk</h3><p class='meta'>The lowest confidence threshold whose "
+                    "accepted validation predictions are wrong at most the risk (--selective-risk) of the time, with "
+                    "99% confidence (exact binomial tests over a fixed grid, Bonferroni: harness/risk_control.py), "
+                    "and what it accepts on the test split; the ceiling is the error a sound run stays under.</p>"
+                    + html_table(rc))
     body.append(html_figures(record, "beyond"))
 
     body.append('<h2 id="details">Details</h2>')

@@ -51,13 +51,15 @@ def summary_markdown(record: dict) -> str:
     section("AutoAttack (the reference)", findings.table_autoattack(record))
     section("Occlusion, scale, position, flips", findings.table_geometry(record))
     section("Out-of-distribution inputs", findings.table_ood(record),
-            "Test images positive; AUROC and FPR at 95% TPR per score (harness/ood.py).")
+            "Test images positive; AUROC / FPR at 95% TPR per score and set, * the best score of each set; near: "
+            "another real domain, far: synthetic (harness/ood.py, harness/ood_features.py).")
     leak = record.get("leakage") or {}
     if leak:
         section("Train/test leakage", findings.table_leakage(record),
                 f"{leak['count']} test images ({leak['share']:.2%}) with a near-duplicate in training "
                 f"(cosine >= {leak['threshold']}; {leak['exact']} exact copies).")
     section("Conformal prediction sets", findings.table_conformal(record))
+    section("Selective prediction at your risk", findings.table_risk_control(record))
     figs = record.get("figures") or {}
     if figs:
         out.extend(["## Figures", ""])

@@ -173,6 +173,10 @@ def _options() -> dict[str, dict]:
         "conformal-alpha": dict(type=probability("alpha"), default=0.1,
                                 help="conformal prediction sets that hold the true class of 1 - ALPHA of the images "
                                      "(default 0.1)"),
+        "selective-risk": dict(type=probability("the selective risk"), default=0.05, metavar="R",
+                               help="selective prediction at your risk: the confidence threshold whose accepted "
+                                    "predictions are wrong at most R of the time, with 99%% confidence from the "
+                                    "validation split (default 0.05)"),
         "autoattack": dict(type=nonnegative_int, default=None, metavar="N",
                            help="AutoAttack (standard, torchattacks) on N attacked images (default: 1,000 in the full "
                                 "profile, off in smoke: about 5 minutes per 100 images on a CPU)"),
@@ -189,7 +193,7 @@ def _options() -> dict[str, dict]:
 SUITE = ("dataset", "datasets", "image-size", "flip-invariant", "arch", "model", "weights", "cases", "cases-file",
          "profile", "device", "data-root", "gates", "report-dir", "no-report", "candidate", "baseline-only", "seed",
          "seeds", "recipe-file", "cache-dir", "cam-method", "cam-layer", "deterministic", "compile", "precision",
-         "threads", "ood", "conformal-alpha", "autoattack", "executor", "ray-address", "ray-gpus-per-model",
+         "threads", "ood", "conformal-alpha", "selective-risk", "autoattack", "executor", "ray-address", "ray-gpus-per-model",
          "imbalance")
 
 

@@ -43,6 +43,7 @@ class Options:
     candidate_weights: dict[str, Path] = field(default_factory=dict)  # candidate name -> a trained state dict
     ood: str | None = None  # --ood: an out-of-distribution set of one's own (a folder or a .npz)
     conformal_alpha: float = 0.1  # --conformal-alpha: prediction sets for 1 - alpha of the test images
+    selective_risk: float = 0.05  # --selective-risk: the error rate accepted predictions may have
     autoattack: int | None = None  # --autoattack N: AutoAttack on N images (None: the profile's: full 1,000, smoke 0)
     executor: str = "local"  # where models are trained and measured: local (this process) or ray
     ray_address: str | None = None  # --ray-address (None: start or join a local Ray instance)

@@ -326,6 +326,7 @@ class Plan:
                                       cam_method=o.cam_method, cam_layer=o.cam_layer,
                                       published=data.cifar_c(self.data, o.data_root), ood_images=sizes["ood_images"],
                                       ood_path=o.ood, data_root=o.data_root, conformal_alpha=o.conformal_alpha,
+                                      selective_risk=o.selective_risk,
                                       autoattack_images=p.autoattack_images if o.autoattack is None else o.autoattack,
                                       cache_dir=self.evidence_dir)
         return self._settings
