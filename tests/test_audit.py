@@ -20,7 +20,7 @@ def test_the_upper_bound_is_the_exact_one_sided_clopper_pearson(failures, runs, 
 
 
 def test_false_alarms_are_tallied_per_gate_and_set_beside_the_predicted_tail(monkeypatch, tmp_path):
-    def fake_run(dataset, seed, threads, work, extra, variant="reference"):
+    def fake_run(dataset, seed, threads, work, extra, variant="reference", models_dir=None):
         failed = seed == 2001 and threads == 2
         gates = {"baseline: ece_max": failed, "baseline: accuracy_min": False}
         return {"seed": seed, "threads": threads, "variant": variant, "seconds": 1.0, "exit": int(failed),

@@ -151,6 +151,16 @@ def test_a_policy_bound_inside_a_spread_that_checks_nothing_is_not_kept():
     assert bounds["min"] > 0.5 and why is None  # a calibrated bound: tighter than the policy
 
 
+def test_an_error_measure_near_zero_is_bounded_where_an_overconfident_model_fails():
+    """A calibrated model's ECE-over on 24 calibration runs (2026-12-07: 0 to 0.015): on the log
+    scale with a floor of 0.001 the near-zero runs spread over two decades and the bound reached
+    0.26, which a model with logits x 25 (ECE-over 0.13) passes; the floor at the resolution of a
+    mean over 10,000 images keeps the bound where that model fails."""
+    vals = [0.0, 0.000291, 0.00019, 8.8e-05, 0.00043, 0.000827, 0.014674, 0.001435, 0.002314, 2e-05, 0.006728, 0.003833, 0.0, 0.009853, 0.002895, 0.000783, 0.00055, 0.006088, 0.000224, 0.004502, 0.002284, 0.004163, 0.004716, 0.001821]
+    bounds, ev, why, _ = derive_metric("ece_over", vals, [0.0] * 24, 12, Rule(), {}, 0.99975)
+    assert why is None and max(vals) < bounds["max"] < 0.06
+
+
 def _results(values_by_seed: dict[tuple[int, int], dict]) -> list[dict]:
     return [{"seed": s, "threads": t, "models": m, "quanta": {k: {n: 0.0 for n in v} for k, v in m.items()}}
             for (s, t), m in values_by_seed.items()]
