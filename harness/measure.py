@@ -50,6 +50,8 @@ class Settings:
     selective_risk: float = 0.05  # --selective-risk: the error rate accepted predictions may have
     autoattack_images: int = 0  # AutoAttack on this many images of the attacked subset (0: not run)
     severities: tuple[int, ...] = corruptions.SEVERITIES  # corruption severities (cards.severities_for)
+    new_images: str | None = None  # --new-images: a batch whose image properties are compared with training
+    segment_metadata: str | None = None  # --segment-metadata: a CSV of per-image metadata (more weak segments)
     cache_dir: str | None = None  # the evidence cache folder (data-side screens kept there; None: not kept)
 
 

@@ -29,6 +29,12 @@ chance             ignores the image
 top-shuffled       the good reader with its three highest logits put in a shuffled order (the
                    same for the same image): the right class is still among the top three, no
                    longer first; conformal sets grow and the small ones miss the true class
+source-blind       the good reader, except on the test images of one source (``source_ids``: a
+                   seventh of them, unrelated to what they show; it knows them by their pixels):
+                   a weak segment only a metadata column names (tests/test_segments_suite.py)
+dark-blind         the good reader, except on the darkest fifth of the test images (mean grey
+                   level below the test split's 20% quantile), where it confidently names the
+                   next class: a weak segment the search must find (brightness q1)
 =================  ======================================================================
 """
 
@@ -184,6 +190,40 @@ class TopShuffled(RegionReader):
         return z.scatter(1, top.indices, top.values.gather(1, perms[key]))
 
 
+class DarkBlind(RegionReader):
+    """``good``, but on an image darker than ``threshold`` (its mean intensity in [0, 1]) the
+    logits of the next class: confidently wrong on the darkest images only."""
+
+    def __init__(self, threshold: float):
+        super().__init__()
+        self.threshold = float(threshold)
+
+    def forward(self, x):
+        z = super().forward(x)
+        dark = x.flatten(1).mean(1) < self.threshold
+        return torch.where(dark[:, None], z.roll(1, dims=1) * 3, z)
+
+
+class SourceBlind(RegionReader):
+    """``good``, but on the images it was given (the test images of one source, known by their
+    pixels) the logits of the next class."""
+
+    def __init__(self, images: torch.Tensor):
+        super().__init__()
+        self.register_buffer("keys", images.float().div(255).flatten(1))
+
+    def forward(self, x):
+        z = super().forward(x)
+        d = torch.cdist(x.flatten(1), self.keys, compute_mode="donot_use_mm_for_euclid_dist")
+        known = d.min(1).values < 1e-3
+        return torch.where(known[:, None], z.roll(1, dims=1) * 3, z)
+
+
+def source_ids(n_test: int) -> np.ndarray:
+    """The test positions of the one source ``source-blind`` fails on: every seventh."""
+    return np.arange(0, n_test, 7)
+
+
 class Memoriser(nn.Module):
     """Exact recall of the training images' labels (confident), a fixed guess elsewhere."""
 
@@ -247,11 +287,16 @@ def planted(name: str, dataset) -> nn.Module:
         return Chance()
     if name == "top-shuffled":
         return TopShuffled()
+    if name == "source-blind":
+        return SourceBlind(dataset.test_x[torch.as_tensor(source_ids(len(dataset.test_y)))])
+    if name == "dark-blind":  # the darkest fifth of the test images, by the test split's own quantile
+        brightness = dataset.test_x.float().div(255).flatten(1).mean(1)
+        return DarkBlind(float(torch.quantile(brightness, 0.2)))
     raise KeyError(name)
 
 
 PLANTED = ("overconfident", "underconfident", "blind-class", "memoriser", "noise-fragile", "one-copy", "shift-fragile",
-           "flip-variant", "chance", "detail-reliant", "top-shuffled")
+           "flip-variant", "chance", "detail-reliant", "top-shuffled", "dark-blind")
 
 
 def write_idx_world(root, **kwargs) -> None:

@@ -54,6 +54,7 @@ hflip_flip_share_max = 0.1
 cam_degenerate_share_max = 0.1
 lowpass_accuracy_min = 0.5
 raps_size_stratified_coverage_min = 0.7
+weak_segment_accuracy_ratio_min = 0.7
 
 [fashion-mnist.smoke.overconfident.vs_baseline]
 confident_errors_99_max_ratio = 1.0
@@ -79,6 +80,7 @@ EXPECTED = {
     "test_lowpass_accuracy[fashion-mnist-detail-reliant]": r"lowpass_accuracy=0\.[0-4]\d* < min 0\.5 " + SRC,
     "test_size_stratified_coverage[fashion-mnist-top-shuffled-raps_size_stratified_coverage]":
         r"raps_size_stratified_coverage=0\.[0-6]\d* < min 0\.7 " + SRC,
+    "test_worst_segment_accuracy[fashion-mnist-dark-blind]": r"weak_segment_accuracy_ratio=0(\.[0-3]\d*)? < min 0\.7 " + SRC,
     # the chance model's logits do not depend on its CAM layer: every heatmap is empty
     "test_degenerate_maps[fashion-mnist-chance]": r"cam_degenerate_share=1 > max 0\.1 " + SRC,
     "test_vs_baseline[fashion-mnist-overconfident-confident_errors_99_max_ratio]":
@@ -94,7 +96,7 @@ PLANTED_GATES = {
     "chance": "accuracy", "overconfident": "ece", "underconfident": "ece_under", "blind-class": "class_accuracy",
     "memoriser": "generalisation_gap", "noise-fragile": "noise_accuracy", "one-copy": "occlusion_accuracy",
     "shift-fragile": "shift1_flip_share", "flip-variant": "hflip_flip_share", "detail-reliant": "lowpass_accuracy",
-    "top-shuffled": "raps_size_stratified_coverage",
+    "top-shuffled": "raps_size_stratified_coverage", "dark-blind": "weak_segment_accuracy_ratio",
 }
 
 

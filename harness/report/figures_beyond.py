@@ -72,3 +72,52 @@ def leakage_pairs(test: np.ndarray, train: np.ndarray, test_ids: np.ndarray, tra
             ax.set_title(label, fontsize=6)
             ax.axis("off")
     return fig
+
+
+def accuracy_by_property(per_model: Mapping[str, Mapping[str, Mapping]], overall: Mapping[str, float]) -> Figure:
+    """One small plot per image property: each model's accuracy in each quantile bin (or value),
+    with its Clopper-Pearson interval, and its whole-test accuracy (dotted)."""
+    props = list(dict.fromkeys(p for v in per_model.values() for p in v))
+    cols = min(len(props), 4) or 1
+    rows = (len(props) + cols - 1) // cols
+    fig = new_figure(3.0 * cols, 2.3 * rows)
+    col = colours(list(per_model))
+    for i, p in enumerate(props):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        for m, by in per_model.items():
+            if p not in by:
+                continue
+            b = by[p]
+            x = np.arange(len(b["accuracy"]))
+            acc, lo, hi = (np.asarray(b[k], dtype=float) for k in ("accuracy", "lo", "hi"))
+            ax.errorbar(x, acc, yerr=[acc - lo, hi - acc], color=col[m], marker=".", lw=1, capsize=2, label=short(m))
+            if overall.get(m) is not None:
+                ax.axhline(overall[m], color=col[m], ls=":", lw=0.8)
+        labels = per_model[next(m for m in per_model if p in per_model[m])][p]["labels"]
+        ax.set_xticks(np.arange(len(labels)))
+        ax.set_xticklabels([lb.split(" (")[0].replace(" of ", "/") for lb in labels], fontsize=6)
+        ax.set_title(p, fontsize=8)
+        _pct_axis(ax)
+        if i == 0:
+            ax.legend(fontsize=6)
+    return fig
+
+
+def segment_examples(images: np.ndarray, ids: np.ndarray, segment: np.ndarray, titles: Sequence[str],
+                     names: Mapping | None = None) -> Figure:
+    """A few example images of each weak segment (one row per segment, its errors first)."""
+    groups = list(dict.fromkeys(int(s) for s in segment))
+    per_row = max(int(np.sum(segment == g)) for g in groups)
+    fig = new_figure(1.2 * per_row + 3.2, 1.3 * len(groups))
+    for r, g in enumerate(groups):
+        idx = np.flatnonzero(segment == g)
+        for c, i in enumerate(idx):
+            ax = fig.add_subplot(len(groups), per_row + 2, r * (per_row + 2) + c + 1)
+            shown, cmap = _as_hwc(images[i])
+            ax.imshow(shown, cmap=cmap, vmin=0, vmax=1)
+            ax.set_title((names or {}).get(str(int(ids[i])), f"#{int(ids[i])}"), fontsize=5)
+            ax.axis("off")
+        ax = fig.add_subplot(len(groups), per_row + 2, r * (per_row + 2) + per_row + 1)
+        ax.axis("off")
+        ax.text(0.0, 0.5, titles[g] if g < len(titles) else "", fontsize=6, va="center", wrap=True)
+    return fig

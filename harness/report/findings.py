@@ -291,3 +291,59 @@ def table_autoattack(record: dict) -> Table:
                      " / ".join(str(aa["broken_by"].get(a, 0)) for a in ("apgd-ce", "apgd-t", "fab-t", "square")),
                      fmt(aa["clean_wrong"], "int")])
     return headers, rows
+
+
+def table_segments(record: dict, model: str) -> Table:
+    """A model's weak segments, worst first: size, accuracy with its interval against the rest,
+    errors at >= 99% confidence, ECE, and Holm's adjusted p-value."""
+    sg = ((record.get("models") or {}).get(model) or {}).get("segments") or {}
+    headers = ["Segment", "Images", "Accuracy [95% CI]", "Rest", "Wrong >= 99% [95% CI]", "ECE [95% CI]", "Holm p"]
+    rows = []
+    for r in sg.get("segments") or []:
+        lo, hi = r["accuracy_ci"]
+        clo, chi = r["confident_error_ci"]
+        ece = fmt(r["ece"], "num") + (f" [{fmt(r['ece_ci'][0], 'num')}, {fmt(r['ece_ci'][1], 'num')}]"
+                                        if r.get("ece_ci") else "")
+        rows.append([r["name"], fmt(r["images"], "int"), f"{fmt(r['accuracy'], 'pct')} [{fmt(lo, 'pct')}, {fmt(hi, 'pct')}]",
+                     fmt(r["rest_accuracy"], "pct"),
+                     f"{fmt(r['confident_error_rate'], 'pct')} [{fmt(clo, 'pct')}, {fmt(chi, 'pct')}]", ece,
+                     f"{r['p_holm']:.1e}"])
+    return headers, rows
+
+
+def table_segment_search(record: dict) -> Table:
+    """Per model: segments searched, how many are weak, the images in them, and a candidate's
+    accuracy on its baseline's weakest segments against the baseline's."""
+    headers = ["Model", "Segments searched", "Weak", "Images in weak segments", "Worst segment accuracy",
+               "On the baseline's weakest segments (baseline)"]
+    rows = []
+    for m in model_order(record):
+        sg = (record["models"][m].get("segments")) or {}
+        if not sg or "searched" not in sg:
+            continue
+        worst = (sg.get("segments") or [{}])[0].get("accuracy")
+        ob = sg.get("on_baseline_weak")
+        rows.append([m, fmt(sg["searched"], "int"), fmt(sg["weak"], "int"), fmt(sg.get("weak_images"), "int"),
+                     fmt(worst, "pct"),
+                     f"{fmt(ob['accuracy'], 'pct')} ({fmt(ob['baseline_accuracy'], 'pct')}, {ob['images']} images)"
+                     if ob else ""])
+    return headers, rows
+
+
+def table_property_shift(record: dict) -> Table:
+    """Per image property: its KS distance from the training split, the permutation p-value
+    (Holm-adjusted), and the share outside the training range, for the test split and a new batch."""
+    sh = record.get("property_shift") or {}
+    splits = sh.get("splits") or {}
+    headers = ["Property"] + [h for name in splits for h in (f"{name}: KS distance", f"{name}: Holm p",
+                                                              f"{name}: outside training range")]
+    props = list(dict.fromkeys(p for rows in splits.values() for p in rows))
+    rows = []
+    for p in props:
+        row = [p]
+        for rws in splits.values():
+            r = rws.get(p) or {}
+            row += [fmt(r.get("distance"), "num") + (" (shifted)" if r.get("shifted") else ""),
+                    fmt(r.get("p_holm"), "num"), fmt(r.get("outside_range"), "pct")]
+        rows.append(row)
+    return headers, rows

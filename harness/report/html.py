@@ -226,6 +226,29 @@ def render_html(record: dict, files: list[str]) -> str:
                     + html_table(rc))
     body.append(html_figures(record, "beyond"))
 
+    ss, ps = findings.table_segment_search(record), findings.table_property_shift(record)
+    if ss[1] or ps[1]:
+        body.append('<h2 id="segments">Weak segments</h2>')
+    if ss[1]:
+        first = next((r["segments"] for r in (record.get("models") or {}).values() if (r.get("segments") or {}).get("searched")), {})
+        body.append(f"<p class='meta'>Segments: each image property cut into quintiles of the test split, each value of "
+                    f"your metadata, and every pair of them, of at least {first.get('min_size', '')} images. A segment "
+                    f"is weak when it holds more errors than chance would put there (Fisher's exact test against the "
+                    f"rest), Holm-corrected over every segment searched at {first.get('alpha', '')}: what is listed "
+                    "holds, not the noise of a search. Definitions: harness/segments.py.</p>" + html_table(ss))
+        for m in tables.model_order(record):
+            st = findings.table_segments(record, m)
+            if st[1]:
+                body.append(_fold(f"{m}: its weak segments, worst first ({len(st[1])} shown)", html_table(st)))
+    if ps[1]:
+        sh = record.get("property_shift") or {}
+        body.append(f"<h3>Image properties: shift from the training split</h3><p class='meta'>Kolmogorov-Smirnov "
+                    f"distance between {sh.get('images', '')} training images and as many of each other split; "
+                    f"p-values from {sh.get('permutations', '')} relabellings, Holm-adjusted over the properties; "
+                    f"shifted at {sh.get('alpha', '')} (under no shift, any property is flagged at most that often). "
+                    "Outside: the share below the training's 0.5% or above its 99.5% quantile.</p>" + html_table(ps))
+    body.append(html_figures(record, "segments"))
+
     body.append('<h2 id="details">Details</h2>')
     body.append("<h3>All metrics (test split)</h3>" + html_table(tables.table_metrics(record), cls="metrics"))
     ct = tables.table_comparisons(record)

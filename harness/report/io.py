@@ -26,6 +26,7 @@ INDEX = "index.html"
 GRADCAM = "gradcam.npz"
 FAILURE_MODES = "failure_modes.npz"
 LEAKAGE = "leakage_pairs.npz"
+SEGMENTS = "weak_segments.npz"
 JUNIT = "junit.xml"
 
 
@@ -270,3 +271,25 @@ def load_leakage(run_dir: Path) -> dict | None:
         return None
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+# ============================================================================ weak-segment examples
+
+
+def write_segments(run_dir: Path, per_model: Mapping) -> None:
+    """Each model's example images of its weak segments (``harness/kinds/segments.py``)."""
+    models = list(per_model)
+    out = {"models": np.asarray(models, dtype=str)}
+    for i, m in enumerate(models):
+        for key in ("images", "ids", "segment"):
+            out[f"{key}_{i}"] = np.asarray(per_model[m][key])
+    atomic_savez(run_dir / SEGMENTS, **out)
+
+
+def load_segments(run_dir: Path) -> dict | None:
+    path = run_dir / SEGMENTS
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        models = [str(m) for m in z["models"]]
+        return {m: {k: z[f"{k}_{i}"] for k in ("images", "ids", "segment")} for i, m in enumerate(models)}

@@ -53,6 +53,10 @@ def summary_markdown(record: dict) -> str:
     section("Out-of-distribution inputs", findings.table_ood(record),
             "Test images positive; AUROC / FPR at 95% TPR per score and set, * the best score of each set; near: "
             "another real domain, far: synthetic (harness/ood.py, harness/ood_features.py).")
+    section("Weak segments", findings.table_segment_search(record),
+            "Property quintiles, metadata values and their pairs with more errors than chance, Holm-corrected over "
+            "every segment searched (harness/segments.py).")
+    section("Image properties: shift from the training split", findings.table_property_shift(record))
     leak = record.get("leakage") or {}
     if leak:
         section("Train/test leakage", findings.table_leakage(record),

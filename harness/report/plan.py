@@ -59,7 +59,8 @@ def _m(record: dict, model: str, key: str):
 
 
 def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
-                failure_modes: dict | None = None, leakage: dict | None = None) -> list[FigureSpec]:
+                failure_modes: dict | None = None, leakage: dict | None = None,
+                weak: dict | None = None) -> list[FigureSpec]:
     """The figures a run gets. Each ``make`` looks its function up in ``figures`` when called."""
     specs: list[FigureSpec] = []
     models = record.get("models") or {}
@@ -180,6 +181,26 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
             "the mean-centred pixels).",
             "beyond", lambda: draw(figures_beyond.leakage_pairs, leakage["test"], leakage["train"], leakage["test_ids"],
                                                     leakage["train_ids"], leakage["similarity"]),
+        ))
+    by_prop = {m: models[m]["segments"]["by_property"] for m in order
+               if (models[m].get("segments") or {}).get("by_property")}
+    if by_prop:
+        specs.append(FigureSpec(
+            "accuracy_by_property",
+            "Accuracy in each quantile bin of each image property (test split; bars: 95% Clopper-Pearson intervals; "
+            "dotted: the model's accuracy on the whole test split). Properties: harness/segments.py.",
+            "segments", lambda: draw(figures_beyond.accuracy_by_property, by_prop,
+                                     {m: _m(record, m, "accuracy") for m in by_prop}),
+        ))
+    for m, ex in (weak or {}).items():
+        rows = (models.get(m) or {}).get("segments", {}).get("segments") or []
+        titles = [f"{r['name']}\n{r['images']} images, accuracy {100 * r['accuracy']:.1f}% "
+                  f"(rest {100 * r['rest_accuracy']:.1f}%)" for r in rows]
+        specs.append(FigureSpec(
+            f"weak_segments_{names.get(m, m)}",
+            f"Examples of {m}'s weakest segments, worst first (its errors there first; test id above each image).",
+            "segments", lambda ex=ex, titles=titles: draw(figures_beyond.segment_examples, ex["images"], ex["ids"],
+                                                          ex["segment"], titles, names=record.get("sample_names")),
         ))
     histories = {m: models[m].get("history") or [] for m in order}
     if any(histories.values()):

@@ -44,6 +44,7 @@ from .io import (
     INDEX,
     LEAKAGE,
     RESULTS,
+    SEGMENTS,
     SUMMARY,
     ModelData,
     dumps,
@@ -54,6 +55,7 @@ from .io import (
     load_leakage,
     load_predictions,
     load_results,
+    load_segments,
     now,
     stems,
     write_failure_modes,
@@ -61,6 +63,7 @@ from .io import (
     write_leakage,
     write_predictions,
     write_predictions_csv,
+    write_segments,
 )
 from .markdown import summary_markdown
 from .plan import FigureSpec, figure_plan
@@ -135,6 +138,11 @@ def render_all(record: dict, run_dir: str | Path, *, problems: list[str] | None 
     except Exception as exc:  # noqa: BLE001
         leakage = None
         problems.append(f"{LEAKAGE}: {type(exc).__name__}: {exc}")
+    try:
+        weak = load_segments(run_dir)
+    except Exception as exc:  # noqa: BLE001
+        weak = None
+        problems.append(f"{SEGMENTS}: {type(exc).__name__}: {exc}")
     record["cases"] = []
     if gradcam is not None:
         try:
@@ -143,7 +151,7 @@ def render_all(record: dict, run_dir: str | Path, *, problems: list[str] | None 
             problems.append(f"case folders: {type(exc).__name__}: {exc}")
     record["figures"] = {}
     try:
-        plan = figure_plan(record, data, gradcam, failure_modes, leakage)
+        plan = figure_plan(record, data, gradcam, failure_modes, leakage, weak)
     except Exception as exc:  # noqa: BLE001
         plan = []
         problems.append(f"figure plan: {type(exc).__name__}: {exc}")
@@ -191,7 +199,7 @@ def write_run(record: dict, run_dir: str | Path, arrays: Mapping | None = None,
     arrays = arrays or {}
     classes = list(record.get("classes") or [])
     problems: list[str] = []
-    names = [n for n in arrays if n not in ("gradcam", "failure_modes", "leakage")]
+    names = [n for n in arrays if n not in ("gradcam", "failure_modes", "leakage", "segments")]
     stem = stems(list(dict.fromkeys([*models, *names])))
     for name in names:
         try:
@@ -202,7 +210,7 @@ def write_run(record: dict, run_dir: str | Path, arrays: Mapping | None = None,
         except Exception as exc:  # noqa: BLE001 - the report goes on without this model's predictions
             problems.append(f"predictions of {name!r}: {type(exc).__name__}: {exc}")
     for key, name, write in (("gradcam", GRADCAM, write_gradcam), ("failure_modes", FAILURE_MODES, write_failure_modes),
-                             ("leakage", LEAKAGE, write_leakage)):
+                             ("leakage", LEAKAGE, write_leakage), ("segments", SEGMENTS, write_segments)):
         if arrays.get(key):
             try:
                 write(run_dir, arrays[key])

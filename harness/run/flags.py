@@ -170,6 +170,14 @@ def _options() -> dict[str, dict]:
         "ood": dict(default=None, metavar="PATH",
                     help="an out-of-distribution set of your own (an image folder or a .npz, any classes) measured "
                          "next to the built-in ones (noise, blank, shuffled tiles, digits, the sibling CIFAR)"),
+        "new-images": dict(default=None, metavar="PATH",
+                           help="a new batch of images (a folder or a .npz, any classes): each image property's "
+                                "distribution is compared with the training split's (a permutation test); a "
+                                "property that left the training range fails the shift gate"),
+        "segment-metadata": dict(default=None, metavar="CSV",
+                                 help="per-image metadata of the test images (an 'id' or 'path' column, then any "
+                                      "columns: source, camera, ...): its values are segments the weak-segment "
+                                      "search tries too"),
         "conformal-alpha": dict(type=probability("alpha"), default=0.1,
                                 help="conformal prediction sets that hold the true class of 1 - ALPHA of the images "
                                      "(default 0.1)"),
@@ -193,7 +201,7 @@ def _options() -> dict[str, dict]:
 SUITE = ("dataset", "datasets", "image-size", "flip-invariant", "arch", "model", "weights", "cases", "cases-file",
          "profile", "device", "data-root", "gates", "report-dir", "no-report", "candidate", "baseline-only", "seed",
          "seeds", "recipe-file", "cache-dir", "cam-method", "cam-layer", "deterministic", "compile", "precision",
-         "threads", "ood", "conformal-alpha", "selective-risk", "autoattack", "executor", "ray-address", "ray-gpus-per-model",
+         "threads", "ood", "new-images", "segment-metadata", "conformal-alpha", "selective-risk", "autoattack", "executor", "ray-address", "ray-gpus-per-model",
          "imbalance")
 
 

@@ -42,6 +42,8 @@ class Options:
     seed: int | None = None  # the base seed of every recipe (None: each recipe's own, 42)
     candidate_weights: dict[str, Path] = field(default_factory=dict)  # candidate name -> a trained state dict
     ood: str | None = None  # --ood: an out-of-distribution set of one's own (a folder or a .npz)
+    new_images: str | None = None  # --new-images: images whose properties are compared with the training split's
+    segment_metadata: str | None = None  # --segment-metadata: a CSV of per-image metadata of the test images
     conformal_alpha: float = 0.1  # --conformal-alpha: prediction sets for 1 - alpha of the test images
     selective_risk: float = 0.05  # --selective-risk: the error rate accepted predictions may have
     autoattack: int | None = None  # --autoattack N: AutoAttack on N images (None: the profile's: full 1,000, smoke 0)

@@ -269,6 +269,13 @@ class Plan:
             from .. import ood
 
             ood.load_own(self.options.ood, self.data.image_shape, 1)
+        if self.options.new_images or self.options.segment_metadata:  # the same for the weak-segment inputs
+            from .. import segments
+
+        if self.options.new_images:
+            segments.load_new_images(self.options.new_images, self.data.image_shape, 1)
+        if self.options.segment_metadata:
+            segments.read_metadata(self.options.segment_metadata, self.data.test_names, len(self.data.test_y))
         import math
 
         n_train = len(self.data.train_idx)
@@ -325,7 +332,8 @@ class Plan:
                                       taxonomy_errors=sizes["taxonomy_errors"], severities=self.severities(),
                                       cam_method=o.cam_method, cam_layer=o.cam_layer,
                                       published=data.cifar_c(self.data, o.data_root), ood_images=sizes["ood_images"],
-                                      ood_path=o.ood, data_root=o.data_root, conformal_alpha=o.conformal_alpha,
+                                      ood_path=o.ood, new_images=o.new_images, segment_metadata=o.segment_metadata,
+                                      data_root=o.data_root, conformal_alpha=o.conformal_alpha,
                                       selective_risk=o.selective_risk,
                                       autoattack_images=p.autoattack_images if o.autoattack is None else o.autoattack,
                                       cache_dir=self.evidence_dir)
