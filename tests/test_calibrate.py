@@ -254,7 +254,7 @@ def test_a_calibration_end_to_end_on_a_tiny_dataset_at_two_thread_counts(tmp_pat
     assert isinstance(g.absolute("parts", "smoke", "baseline"), dict)
     evidence = sorted((tmp_path / "cache" / "threads-1" / "evidence").glob("*.npz"))
     assert {p.name.split("-")[0] for p in evidence} == {"robustness", "adversarial", "attention", "ood", "leakage",
-                                                            "conformal_shift", "frequency"}
+                                                            "conformal_shift", "frequency", "image_properties"}
     stamps = {p: p.stat().st_mtime_ns for p in evidence}
     first = out.read_text()
     again = calibrate.calibrate(**{**kw, "progress": lines.append})  # models and evidence from their caches

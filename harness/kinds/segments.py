@@ -97,10 +97,10 @@ def segments_record(run, m: str) -> tuple[dict, dict | None]:
     base = run.plan.baseline_of(m)
     if base != m and base in run.trained and run.evaluation(base).has("segments"):
         union = weak_members(run.evaluation(base).evidence("segments"))
+        out["on_baseline_weak"] = {"baseline": base, "images": int(len(union))}
         if len(union):
-            out["on_baseline_weak"] = {"baseline": base, "images": int(len(union)),
-                                       "baseline_accuracy": float(run.samples(base).hit[union].mean()),
-                                       "accuracy": float(test.hit[union].mean())}
+            out["on_baseline_weak"].update(baseline_accuracy=float(run.samples(base).hit[union].mean()),
+                                           accuracy=float(test.hit[union].mean()))
     if not shown:
         return out, None
     from ..evaluate import to_float

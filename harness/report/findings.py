@@ -325,8 +325,8 @@ def table_segment_search(record: dict) -> Table:
         ob = sg.get("on_baseline_weak")
         rows.append([m, fmt(sg["searched"], "int"), fmt(sg["weak"], "int"), fmt(sg.get("weak_images"), "int"),
                      fmt(worst, "pct"),
-                     f"{fmt(ob['accuracy'], 'pct')} ({fmt(ob['baseline_accuracy'], 'pct')}, {ob['images']} images)"
-                     if ob else ""])
+                     (f"{fmt(ob['accuracy'], 'pct')} ({fmt(ob['baseline_accuracy'], 'pct')}, {ob['images']} images)"
+                      if ob.get("images") else f"none: {ob['baseline']} has no weak segment") if ob else ""])
     return headers, rows
 
 
