@@ -32,8 +32,8 @@ def _worst(found):
     return found.worst
 
 
-@register("weak_segment_accuracy_ratio", "segments", "accuracy in the worst weak segment (its excess of errors "
-          "survives Holm's correction over every segment searched) over the whole test split's; 1: none is weak",
+@register("weak_segment_accuracy_ratio", "segments", "accuracy in the worst weak segment (excess errors after Holm "
+          "over all searched) over the whole split's; 1: none",
           HIGHER, "share", needs=("segments",), paired=False)
 def weak_segment_accuracy_ratio(found) -> float:
     w = _worst(found)
@@ -47,8 +47,8 @@ def weak_segment_confident_error_rate(found) -> float:
     return 0.0 if w is None else float(w["confident_error_rate"])
 
 
-@register("weak_segments", "segments", "segments of the test split (property bins, metadata values, pairs of them) "
-          "whose excess of errors survives the correction", NEUTRAL, "count", needs=("segments",), paired=False,
+@register("weak_segments", "segments", "segments of the test split (property bins, metadata values, pairs) whose "
+          "excess of errors survives Holm", NEUTRAL, "count", needs=("segments",), paired=False,
           gated=False)
 def weak_segments(found) -> float:
     return float(len(found.segments))
@@ -63,7 +63,7 @@ def weak_segment_share(found) -> float:
 
 
 @register("weak_segment_accuracy_change", "segments", "a candidate's accuracy on its baseline's weak segments minus "
-          "the baseline's there (> 0: it helps where the baseline is weak)", HIGHER, "share",
+          "the baseline's there (> 0: it helps there)", HIGHER, "share",
           needs=("test", "baseline.test", "baseline.segments"), paired=False, range_=(-1.0, 1.0))
 def weak_segment_accuracy_change(s, base, base_found) -> float:
     if s is base:
@@ -83,14 +83,14 @@ def _shifted(props, split: str) -> float:
 
 
 @register("split_shifted_properties", "segments", "image properties whose distribution differs between the training "
-          "and the test split (KS distance, permutation test, Holm at 1%; a property of the data)", LOWER, "count",
+          "and test splits (KS, permutation test, Holm at 1%)", LOWER, "count",
           needs=("image_properties",), paired=False)
 def split_shifted_properties(props) -> float:
     return _shifted(props, "test")
 
 
 @register("new_images_shifted_properties", "segments", "image properties of a new batch (--new-images) whose "
-          "distribution left the training split's (KS distance, permutation test, Holm at 1%)", LOWER, "count",
+          "distribution left the training split's (KS, Holm at 1%)", LOWER, "count",
           needs=("image_properties",), paired=False)
 def new_images_shifted_properties(props) -> float:
     return _shifted(props, "new")
