@@ -300,15 +300,6 @@ def holm(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ece(conf: np.ndarray, hit: np.ndarray, bins: int = 15) -> float:
-    """Expected calibration error over equal-width confidence bins (the harness's ``ece``)."""
-    from .metrics.samples import bin_index
-
-    idx = bin_index(conf, bins)
-    gap = np.bincount(idx, weights=conf - hit, minlength=bins)
-    return float(np.abs(gap).sum() / max(len(conf), 1))
-
-
 @dataclass
 class Search:
     """What the search found for one model (``search``)."""
@@ -322,11 +313,21 @@ class Search:
     def worst(self) -> dict | None:
         return self.segments[0] if self.segments else None
 
+    def members(self, worst: int = REPORTED) -> np.ndarray:
+        """Test positions in any of the ``worst`` weak segments (the ones the report shows; all
+        of them with ``worst=0``)."""
+        shown = self.segments[:worst] if worst else self.segments
+        if not shown:
+            return np.zeros(0, int)
+        return np.unique(np.concatenate([np.asarray(s["members"]) for s in shown]))
+
 
 def search(cands, hit: np.ndarray, conf: np.ndarray, alpha: float = ALPHA, seed: int = 0) -> Search:
     """The weak segments among ``cands`` (``candidates``) for a model whose test outcomes are
     ``hit`` (correct or not) and ``conf`` (top-class probability): Fisher's one-sided exact
     test of each segment's errors against the rest, Holm-corrected over every candidate."""
+    from .metrics.samples import calibration_error
+
     hit = np.asarray(hit, bool)
     conf = np.asarray(conf, float)
     n, errors = len(hit), int((~hit).sum())
@@ -352,13 +353,13 @@ def search(cands, hit: np.ndarray, conf: np.ndarray, alpha: float = ALPHA, seed:
                      "images": int(size[i]), "accuracy": k / size[i], "accuracy_ci": [float(alo), float(ahi)],
                      "rest_accuracy": float(1 - (errors - wrong[i]) / (n - size[i])),
                      "confident_error_rate": cw / size[i], "confident_error_ci": [float(clo), float(chi)],
-                     "ece": _ece(conf[members], hit[members]), "p": float(p[i]), "p_holm": float(adj[i]),
+                     "ece": calibration_error(conf[members], hit[members]), "p": float(p[i]), "p_holm": float(adj[i]),
                      "members": members})
     rows.sort(key=lambda r: (r["accuracy"], r["p"]))
     for r in rows[:REPORTED]:  # a percentile-bootstrap interval of the ECE of the segments shown
         m = r["members"]
         draws = rng.integers(0, len(m), size=(ECE_BOOT, len(m)))
-        boots = [_ece(conf[m[d]], hit[m[d]]) for d in draws]
+        boots = [calibration_error(conf[m[d]], hit[m[d]]) for d in draws]
         r["ece_ci"] = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
     res.segments = rows
     return res

@@ -299,6 +299,20 @@ PLANTED = ("overconfident", "underconfident", "blind-class", "memoriser", "noise
            "flip-variant", "chance", "detail-reliant", "top-shuffled", "dark-blind")
 
 
+# The conftest of a pytester run on this world (``.format(tests=<this folder>)``): the suite's
+# plugin, with every recipe's model replaced by the planted model of that name.
+CONFTEST = '''
+import sys
+sys.path.insert(0, {tests!r})
+pytest_plugins = ["fixtures.plugin"]
+import planted
+
+
+def pytest_stress_model(recipe, data, device):
+    return planted.planted(recipe.name, data)
+'''
+
+
 def write_idx_world(root, **kwargs) -> None:
     """The world as Fashion-MNIST idx files in ``root`` (what ``--data-root`` reads)."""
     import struct

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from planted import write_idx_world
+from planted import CONFTEST, write_idx_world
 
 from harness import custom_data, data, recipes
 
@@ -107,18 +107,6 @@ def test_genuine_cifar_pickles_still_load(cifar_root):
 
 
 # ------------------------------------------------------------------ under pytest
-
-
-CONFTEST = '''
-import sys
-sys.path.insert(0, {tests!r})
-pytest_plugins = ["fixtures.plugin"]
-import planted
-
-
-def pytest_stress_model(recipe, data, device):
-    return planted.planted(recipe.name, data)
-'''
 
 
 def _suite(pytester, monkeypatch, extra: dict[str, str] | None = None):

@@ -17,22 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from planted import PLANTED, write_idx_world
+from planted import CONFTEST, PLANTED, write_idx_world
 from scipy.special import log_softmax
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["pytester"]
 
-CONFTEST = '''
-import sys
-sys.path.insert(0, {tests!r})
-pytest_plugins = ["fixtures.plugin"]
-import planted
-
-
-def pytest_stress_model(recipe, data, device):
-    return planted.planted(recipe.name, data)
-'''
 
 # Bounds the good model meets with room (accuracy 0.90, ECE 0.03, no >=99% errors, worst
 # class 0.86, coverage 1.0, gap 0.0, robust to every stress), each planted model breaks one.

@@ -13,21 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from planted import source_ids, world, write_idx_world
+from planted import CONFTEST, source_ids, world, write_idx_world
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["pytester"]
 
-CONFTEST = '''
-import sys
-sys.path.insert(0, {tests!r})
-pytest_plugins = ["fixtures.plugin"]
-import planted
-
-
-def pytest_stress_model(recipe, data, device):
-    return planted.planted(recipe.name, data)
-'''
 GATES = '''
 [fashion-mnist.smoke.default]
 weak_segment_accuracy_ratio_min = 0.7

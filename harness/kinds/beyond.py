@@ -28,7 +28,7 @@ def ood_names(data, settings) -> list[str]:
     return names + (["own"] if settings.ood_path else [])
 
 
-def _file_stamp(path: str) -> str:
+def file_stamp(path: str) -> str:
     """What a user's OOD set is: its path, size and modification time (a change measures again)."""
     p = Path(path).expanduser()
     files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
@@ -47,7 +47,7 @@ def _ood_context(ev) -> dict:
     from .. import ood_features
 
     s = ev.settings
-    return {"ood_images": s.ood_images, "ood_path": s.ood_path and _file_stamp(s.ood_path),
+    return {"ood_images": s.ood_images, "ood_path": s.ood_path and file_stamp(s.ood_path),
             "ood_sets": ood_names(ev.data, s), "fit_images": _fit_images(ev), "knn_k": ood_features.KNN_K}
 
 

@@ -5,29 +5,21 @@ than chance allows."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import functools
 
 import numpy as np
 import torch
 
 from .. import segments as seg
 from . import recorder, register
+from .beyond import file_stamp
 
 EXAMPLES = 4  # example images per weak segment in the report
 
 
-def _stamp(path: str | None) -> str | None:
-    """What a file or folder of one's own is: its path, and its files' sizes and times."""
-    if not path:
-        return None
-    p = Path(path).expanduser()
-    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
-    return f"{p}|" + "|".join(f"{q.name}:{q.stat().st_size}:{q.stat().st_mtime_ns}" for q in files[:5000])
-
-
 def _properties_context(ev) -> dict:
     return {"train_images": seg.TRAIN_IMAGES, "shift_images": seg.SHIFT_IMAGES, "permutations": seg.PERMUTATIONS,
-            "new_images": _stamp(ev.settings.new_images)}
+            "new_images": ev.settings.new_images and file_stamp(ev.settings.new_images)}
 
 
 def _shift_sample(props: dict, seed: int) -> dict:
@@ -54,23 +46,30 @@ def image_properties(ev) -> dict:
     return out
 
 
-def columns(ev) -> dict[str, np.ndarray]:
-    """What the search segments by: the test images' properties and the metadata columns."""
-    props = ev.evidence("image_properties")["test"]
-    cols = {k: np.asarray(v) for k, v in props.items()}
-    if ev.settings.segment_metadata:
-        meta = seg.read_metadata(ev.settings.segment_metadata, ev.data.test_names, len(ev.data.test_y))
+@functools.lru_cache(maxsize=4)
+def _metadata(path: str, stamp: str, names: tuple[str, ...] | None, n_test: int) -> dict[str, np.ndarray]:
+    """The metadata CSV's columns, read once per file version (``stamp``) for every model."""
+    return seg.read_metadata(path, names, n_test)
+
+
+def test_columns(ev) -> dict[str, np.ndarray]:
+    """What the search segments by, in the order of the model's test outcomes: the test images'
+    properties and the metadata columns (each looked up by the image's test id)."""
+    cols = {k: np.asarray(v) for k, v in ev.evidence("image_properties")["test"].items()}
+    path = ev.settings.segment_metadata
+    if path:
+        meta = _metadata(path, file_stamp(path), ev.data.test_names, len(ev.data.test_y))
         cols.update({f"meta:{k}": v for k, v in meta.items()})
-    return cols
+    ids = np.asarray(ev.samples("test").ids)
+    return {k: v[ids] for k, v in cols.items()}
 
 
 @register("segments", (), cheap=True,
           description="the weak segments of the test split: property bins, metadata values and their pairwise "
                       "intersections holding more errors than chance (Fisher's exact test, Holm over all searched)")
 def segments(ev) -> seg.Search:
-    test = ev.samples("test")  # its positions are the search's: each test image's columns by its id
-    cols = {k: v[np.asarray(test.ids)] for k, v in columns(ev).items()}
-    return seg.search(seg.candidates(cols, len(test)), test.hit, test.conf)
+    test = ev.samples("test")  # its positions are the search's
+    return seg.search(seg.candidates(test_columns(ev), len(test)), test.hit, test.conf)
 
 
 @recorder("segments")
@@ -92,11 +91,11 @@ def segments_record(run, m: str) -> tuple[dict, dict | None]:
         shown.append(pick)
         rows.append({k: v for k, v in s.items() if k != "members"} | {"examples": [int(x) for x in pick]})
     out = {"searched": found.searched, "min_size": found.min_size, "alpha": seg.ALPHA, "accuracy": found.accuracy,
-           "weak": len(found.segments), "weak_images": int(len(weak_members(found, 0))), "segments": rows,
-           "by_property": seg.accuracy_by_bin({k: v[ids] for k, v in columns(ev).items()}, test.hit)}
+           "weak": len(found.segments), "weak_images": int(len(found.members(0))), "segments": rows,
+           "by_property": seg.accuracy_by_bin(test_columns(ev), test.hit)}
     base = run.plan.baseline_of(m)
     if base != m and base in run.trained and run.evaluation(base).has("segments"):
-        union = weak_members(run.evaluation(base).evidence("segments"))
+        union = run.evaluation(base).evidence("segments").members()
         out["on_baseline_weak"] = {"baseline": base, "images": int(len(union))}
         if len(union):
             out["on_baseline_weak"].update(baseline_accuracy=float(run.samples(base).hit[union].mean()),
@@ -109,15 +108,6 @@ def segments_record(run, m: str) -> tuple[dict, dict | None]:
     arrays = {"images": to_float(run.data.test_x[torch.as_tensor(flat)]).numpy(), "ids": flat,
               "segment": np.concatenate([np.full(len(v), i) for i, v in enumerate(shown)])}
     return out, arrays
-
-
-def weak_members(found: seg.Search, worst: int = seg.REPORTED) -> np.ndarray:
-    """Test positions in any of the ``worst`` weak segments (the ones the report shows; all of
-    them with ``worst=0``)."""
-    shown = found.segments[:worst] if worst else found.segments
-    if not shown:
-        return np.zeros(0, int)
-    return np.unique(np.concatenate([np.asarray(s["members"]) for s in shown]))
 
 
 @recorder("image_properties", key="property_shift")

@@ -46,6 +46,7 @@ from .samples import (
     Samples,
     _bin_gaps,
     bin_index,
+    calibration_error,
     class_counts,
     class_recall,
     confident_errors_at,
@@ -175,8 +176,7 @@ def mean_confidence_wrong(s: Samples) -> float:
 @register("ece", "calibration", "expected calibration error: mean |confidence - accuracy| over 15 bins",
           LOWER, "probability")
 def ece(s: Samples) -> float:
-    gap, _ = _bin_gaps(s)
-    return float(np.abs(gap).sum() / len(s))
+    return calibration_error(s.conf, s.hit)
 
 
 @register("ece_over", "calibration", "the overconfident part of the ECE (bins where confidence > accuracy)",

@@ -184,10 +184,21 @@ def reliability(s: Samples, bins: int = ECE_BINS) -> dict[str, np.ndarray]:
     return {"edges": np.linspace(0.0, 1.0, bins + 1), "count": count, "confidence": conf, "accuracy": acc}
 
 
-def _bin_gaps(s: Samples, bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray]:
-    idx = bin_index(s.conf, bins)
-    gap = np.bincount(idx, weights=s.conf - s.hit, minlength=bins)
+def bin_gaps(conf: np.ndarray, hit: np.ndarray, bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """Per calibration bin: the summed confidence minus accuracy, and the count."""
+    idx = bin_index(conf, bins)
+    gap = np.bincount(idx, weights=conf - hit, minlength=bins)
     return gap, np.bincount(idx, minlength=bins)
+
+
+def calibration_error(conf: np.ndarray, hit: np.ndarray) -> float:
+    """The ECE of outcomes given as arrays (``classification.ece`` on a ``Samples``)."""
+    gap, _ = bin_gaps(conf, hit)
+    return float(np.abs(gap).sum() / len(conf))
+
+
+def _bin_gaps(s: Samples, bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray]:
+    return bin_gaps(s.conf, s.hit, bins)
 
 
 def risk_coverage(s: Samples) -> tuple[np.ndarray, np.ndarray]:

@@ -57,9 +57,7 @@ def weak_segments(found) -> float:
 @register("weak_segment_share", "segments", "share of test images in any weak segment", NEUTRAL, "share",
           needs=("segments",), paired=False, gated=False)
 def weak_segment_share(found) -> float:
-    from ..kinds.segments import weak_members
-
-    return float(len(weak_members(found, 0)) / found.n) if found.n else 0.0
+    return float(len(found.members(0)) / found.n) if found.n else 0.0
 
 
 @register("weak_segment_accuracy_change", "segments", "a candidate's accuracy on its baseline's weak segments minus "
@@ -70,9 +68,7 @@ def weak_segment_accuracy_change(s, base, base_found) -> float:
         raise NotApplicable("this model is the baseline: its own weak segments")
     if not base_found.segments:
         raise NotApplicable("the baseline has no weak segment")
-    from ..kinds.segments import weak_members
-
-    union = weak_members(base_found)
+    union = base_found.members()
     return float(s.hit[union].mean() - base.hit[union].mean())
 
 

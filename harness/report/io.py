@@ -238,24 +238,35 @@ def load_gradcam(run_dir: Path) -> dict | None:
 # ============================================================================ failure-mode examples
 
 
-def write_failure_modes(run_dir: Path, per_model: Mapping) -> None:
+FAILURE_MODE_KEYS = ("images", "ids", "labels", "preds", "confidences", "modes")
+SEGMENT_KEYS = ("images", "ids", "segment")
+
+
+def _write_per_model(path: Path, per_model: Mapping, keys: tuple[str, ...], text: tuple[str, ...] = ()) -> None:
+    """Arrays per model in one .npz: ``models`` and ``<key>_<i>`` (``text`` keys as strings)."""
     models = list(per_model)
     out = {"models": np.asarray(models, dtype=str)}
     for i, m in enumerate(models):
-        for key in ("images", "ids", "labels", "preds", "confidences", "modes"):
+        for key in keys:
             v = np.asarray(per_model[m][key])
-            out[f"{key}_{i}"] = v.astype(str) if key == "modes" else v
-    atomic_savez(run_dir / FAILURE_MODES, **out)
+            out[f"{key}_{i}"] = v.astype(str) if key in text else v
+    atomic_savez(path, **out)
 
 
-def load_failure_modes(run_dir: Path) -> dict | None:
-    path = run_dir / FAILURE_MODES
+def _load_per_model(path: Path, keys: tuple[str, ...]) -> dict | None:
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as z:
         models = [str(m) for m in z["models"]]
-        return {m: {k: z[f"{k}_{i}"] for k in ("images", "ids", "labels", "preds", "confidences", "modes")}
-                for i, m in enumerate(models)}
+        return {m: {k: z[f"{k}_{i}"] for k in keys} for i, m in enumerate(models)}
+
+
+def write_failure_modes(run_dir: Path, per_model: Mapping) -> None:
+    _write_per_model(run_dir / FAILURE_MODES, per_model, FAILURE_MODE_KEYS, text=("modes",))
+
+
+def load_failure_modes(run_dir: Path) -> dict | None:
+    return _load_per_model(run_dir / FAILURE_MODES, FAILURE_MODE_KEYS)
 
 
 # ============================================================================ leakage pairs
@@ -278,18 +289,8 @@ def load_leakage(run_dir: Path) -> dict | None:
 
 def write_segments(run_dir: Path, per_model: Mapping) -> None:
     """Each model's example images of its weak segments (``harness/kinds/segments.py``)."""
-    models = list(per_model)
-    out = {"models": np.asarray(models, dtype=str)}
-    for i, m in enumerate(models):
-        for key in ("images", "ids", "segment"):
-            out[f"{key}_{i}"] = np.asarray(per_model[m][key])
-    atomic_savez(run_dir / SEGMENTS, **out)
+    _write_per_model(run_dir / SEGMENTS, per_model, SEGMENT_KEYS)
 
 
 def load_segments(run_dir: Path) -> dict | None:
-    path = run_dir / SEGMENTS
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as z:
-        models = [str(m) for m in z["models"]]
-        return {m: {k: z[f"{k}_{i}"] for k in ("images", "ids", "segment")} for i, m in enumerate(models)}
+    return _load_per_model(run_dir / SEGMENTS, SEGMENT_KEYS)

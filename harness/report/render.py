@@ -199,7 +199,9 @@ def write_run(record: dict, run_dir: str | Path, arrays: Mapping | None = None,
     arrays = arrays or {}
     classes = list(record.get("classes") or [])
     problems: list[str] = []
-    names = [n for n in arrays if n not in ("gradcam", "failure_modes", "leakage", "segments")]
+    files = (("gradcam", GRADCAM, write_gradcam), ("failure_modes", FAILURE_MODES, write_failure_modes),
+             ("leakage", LEAKAGE, write_leakage), ("segments", SEGMENTS, write_segments))
+    names = [n for n in arrays if n not in {key for key, _, _ in files}]  # the rest are models' predictions
     stem = stems(list(dict.fromkeys([*models, *names])))
     for name in names:
         try:
@@ -209,8 +211,7 @@ def write_run(record: dict, run_dir: str | Path, arrays: Mapping | None = None,
             entry["predictions_csv"] = csv_rel
         except Exception as exc:  # noqa: BLE001 - the report goes on without this model's predictions
             problems.append(f"predictions of {name!r}: {type(exc).__name__}: {exc}")
-    for key, name, write in (("gradcam", GRADCAM, write_gradcam), ("failure_modes", FAILURE_MODES, write_failure_modes),
-                             ("leakage", LEAKAGE, write_leakage), ("segments", SEGMENTS, write_segments)):
+    for key, name, write in files:
         if arrays.get(key):
             try:
                 write(run_dir, arrays[key])

@@ -269,13 +269,14 @@ class Plan:
             from .. import ood
 
             ood.load_own(self.options.ood, self.data.image_shape, 1)
-        if self.options.new_images or self.options.segment_metadata:  # the same for the weak-segment inputs
-            from .. import segments
+        if self.options.new_images:  # the same for the weak-segment inputs
+            from ..segments import load_new_images
 
-        if self.options.new_images:
-            segments.load_new_images(self.options.new_images, self.data.image_shape, 1)
+            load_new_images(self.options.new_images, self.data.image_shape, 1)
         if self.options.segment_metadata:
-            segments.read_metadata(self.options.segment_metadata, self.data.test_names, len(self.data.test_y))
+            from ..segments import read_metadata
+
+            read_metadata(self.options.segment_metadata, self.data.test_names, len(self.data.test_y))
         import math
 
         n_train = len(self.data.train_idx)
@@ -346,7 +347,8 @@ class Plan:
 
         if not self.options.use_cache:
             return None
-        return str((self.options.cache_dir or cache.default_cache_dir()) / "evidence")
+        # absolute: Ray workers and pytest-xdist processes may run in another working directory
+        return str(((self.options.cache_dir or cache.default_cache_dir()) / "evidence").expanduser().absolute())
 
     def ood_left_out(self) -> dict[str, str]:
         """Built-in OOD sets this run does not use, and why (``ood.screen``)."""
