@@ -126,6 +126,8 @@ def bench(session):
     Path("reports/bench").mkdir(parents=True, exist_ok=True)
     session.run("python", "-m", "harness", "bench", "--dataset", "fashion-mnist", "--json",
                 f"reports/bench/{stamp}_training.json")
+    # eager torch vs the ONNX export vs static int8 (onnxruntime): latency, throughput, file size, ratios
+    session.run("python", "-m", "harness.deploy")
     session.run(
         "python", "-m", "pytest", "tests/test_benchmarks.py", "--benchmark-enable", "--benchmark-only",
         "--benchmark-columns=mean,stddev,rounds,ops", "--benchmark-autosave", *session.posargs,

@@ -11,7 +11,7 @@ PY=${PYTHON:-python3}
 if ! $PY -c 'import torch, torchvision, sys; sys.exit(0 if torch.__version__.startswith("2.14.1") and torchvision.__version__.startswith("0.29.1") else 1)' 2>/dev/null; then
     $PY -m pip install -q torch==2.14.1 torchvision==0.29.1
 fi
-$PY -m pip install -q -e '.[dev,ray,timm]'
+$PY -m pip install -q -e '.[dev,ray,timm,deploy]'
 # AutoAttack comes from torchattacks, which pins requests~=2.25.1 (an old release with known
 # security fixes missing) although it never imports requests: installed without its pins, its
 # real requirements (torch, torchvision, scipy, tqdm, numpy) being the harness's own.

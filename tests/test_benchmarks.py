@@ -188,3 +188,51 @@ def test_report_writing(benchmark, full_size, figures, tmp_path):
 
     out = benchmark.pedantic(write, rounds=1 if not full_size else 3, iterations=1)
     assert all(f["ok"] and f["cached"] == (figures == "from cache") for f in out["figures"].values())
+
+
+@pytest.fixture(scope="module")
+def deployed_small_cnn(tmp_path_factory):
+    """The small CNN (random weights: speed does not depend on them) and its ONNX and int8 forms."""
+    pytest.importorskip("onnxruntime")
+    from harness import deploy
+
+    torch.manual_seed(0)
+    model = models.build("small-cnn", "fashion-mnist", 10, 1, (1, 28, 28)).eval()
+    x = (torch.rand(256, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    folder = tmp_path_factory.mktemp("deployed")
+    forms = {f: deploy.OrtModule(deploy.build(model, f, folder, "m", x[:64].float() / 255, x, n_calibration=128).path)
+             for f in deploy.FORMS}
+    return {"torch": model, **forms}
+
+
+@pytest.mark.parametrize("batch_size", [1, 64])
+@pytest.mark.parametrize("form", ["torch", "onnx", "int8"])
+def test_inference_per_deployed_form(benchmark, deployed_small_cnn, form, batch_size):
+    """Inference of one batch by eager torch, the ONNX export and its static int8 form
+    (``python -m harness.deploy`` prints the same as ratios, with the file sizes)."""
+    run = deployed_small_cnn[form]
+    x = torch.rand(batch_size, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+
+    def infer():
+        with torch.no_grad():
+            return run(x)
+
+    assert benchmark(infer).shape == (batch_size, 10)
+
+
+def test_deploy_speed_table_reports_ratios_and_sizes(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from harness import deploy
+
+    torch.manual_seed(0)
+    model = models.build("small-cnn", "fashion-mnist", 10, 1, (1, 28, 28))
+    rows = deploy.speed(model, (1, 28, 28), tmp_path, batch_sizes=(1, 8), reps=1)
+    assert [(r["form"], r["batch"]) for r in rows] == [(f, b) for b in (1, 8) for f in ("torch", "onnx", "int8")]
+    for r in rows:
+        assert r["ms_per_image"] > 0 and r["images_per_s"] > 0 and r["bytes"] > 0
+        if r["form"] == "torch":
+            assert r["speedup_vs_torch"] == 1.0 and r["size_vs_torch"] == 1.0
+    int8 = next(r for r in rows if r["form"] == "int8")
+    assert 0.2 < int8["size_vs_torch"] < 0.35  # int8 weights: a quarter of fp32, plus scales
+    table = deploy.speed_table(rows)
+    assert "speed vs torch" in table and "size vs torch" in table
