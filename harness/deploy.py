@@ -111,6 +111,8 @@ class OrtModule(nn.Module):
     device, of float images in [0, 1]. It has no gradients (a deployed form cannot be attacked
     by gradient; attacks transfer from the float model) and no layers to hook (no Grad-CAM)."""
 
+    differentiable = False  # kinds that differentiate the model do not apply (ModelEvaluation.evidence)
+
     def __init__(self, path: Path, threads: int | None = None):
         super().__init__()
         import onnxruntime as ort
@@ -385,8 +387,78 @@ def main(argv=None) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- a user's own artifact
+CONVENTION_IMAGES = 256  # training images a file's input convention is checked on
+CONVENTION_MARGIN = 0.2  # accuracy another input convention must gain to be named as the file's
+
+
+def load_artifact(path: Path, data, what: str | None = None) -> OrtModule:
+    """A user's ONNX file as a model of the run, checked against the data before anything runs:
+    one image input of N x C x H x W float32 with the data's channels and size, one logit per
+    class, and the input convention the harness feeds (values in [0, 1], RGB order): where the
+    file is clearly more accurate on training images fed 0-255 values or BGR channels, one
+    error names the convention it expects. Each mismatch is one ``ValueError`` saying what to
+    change."""
+    require()
+    path = Path(path)
+    what = what or f"--weights {path}"
+    if not path.is_file():
+        raise ValueError(f"{what}: no such file")
+    try:
+        model = OrtModule(path)
+    except Exception as exc:  # noqa: BLE001 - the file is the problem, whatever the reason
+        raise ValueError(f"{what}: onnxruntime cannot load it as an ONNX model ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
+    c, h, w = data.image_shape
+    inputs = model.session.get_inputs()
+    if len(inputs) != 1:
+        raise ValueError(f"{what} takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); the harness feeds "
+                         "one: the images")
+    shape, dtype = model.input_shape, model.input_type
+    if dtype != "tensor(float)":
+        raise ValueError(f"{what} takes {dtype} images; the harness feeds float32 in [0, 1]: export the model with "
+                         "a float32 input (put any conversion inside the model)")
+    if len(shape) != 4:
+        raise ValueError(f"{what} takes inputs of rank {len(shape)} ({shape}); the harness feeds N x C x H x W images")
+    dims = [d if isinstance(d, int) else None for d in shape[1:]]
+    if dims[0] != c and dims[2] == c and dims[0] in (None, h):
+        raise ValueError(f"{what} takes channels last ({shape}: N x H x W x C); the harness feeds channels first "
+                         f"(N x {c} x {h} x {w}): export it with a transpose inside, or from the N x C x H x W model")
+    want = [c, h, w]
+    for name, got, exp in zip(("channels", "height", "width"), dims, want):
+        if got is not None and got != exp:
+            raise ValueError(f"{what} takes images of {name} {got} ({shape}); {data.name} images are {c} x {h} x {w} "
+                             f"(N x C x H x W): use --image-size, or the model made for this data")
+    x_u8 = data.train_x[:CONVENTION_IMAGES]
+    y = data.train_y[:CONVENTION_IMAGES]
+    x = x_u8.float() / 255.0
+    try:
+        out = model(x[:2])
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{what} fails on a batch of 2 images of {c} x {h} x {w} in [0, 1]: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''} (a fixed batch size? export it "
+                         "with a dynamic batch axis)") from exc
+    if out.ndim != 2 or out.shape[1] != data.num_classes:
+        raise ValueError(f"{what} returns {tuple(out.shape)} for 2 images; it must return ({2}, {data.num_classes}): "
+                         f"one logit per class of {data.name}")
+
+    def accuracy(images: torch.Tensor) -> float:
+        return float((model(images).argmax(1) == y).float().mean())
+
+    base = accuracy(x)
+    others = {"pixel values 0-255 (the harness feeds [0, 1]: divide by 255 inside the model)": x * 255.0}
+    if c == 3:
+        others["BGR channel order (the harness feeds RGB: reverse the channels inside the model)"] = x.flip(1)
+    for convention, images in others.items():
+        acc = accuracy(images)
+        if acc >= base + CONVENTION_MARGIN:
+            raise ValueError(f"{what} expects {convention}: on {len(y)} training images it is right on {acc:.0%} of "
+                             f"them given that, on {base:.0%} as the harness feeds them")
+    return model
+
+
 __all__ = ["CALIBRATION_IMAGES", "DeployError", "ExportMismatch", "FORMS", "Form", "OrtModule", "build", "check",
-           "code_version", "cpu_isa", "export_onnx", "parse_forms", "quantize_int8", "require", "speed", "speed_table", "split_form"]
+           "code_version", "cpu_isa", "export_onnx", "load_artifact", "parse_forms", "quantize_int8", "require", "speed", "speed_table", "split_form"]
 
 
 if __name__ == "__main__":

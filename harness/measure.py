@@ -103,6 +103,9 @@ class ModelEvaluation:
             return base.evidence(kind.split(".", 1)[1])
         if kind not in self._evidence:
             k = kinds.get(kind)
+            if k.gradients and not getattr(self.model, "differentiable", True):
+                raise NotApplicable(f"{kind.replace('_', ' ')} differentiates the model, and {self.name} is an ONNX "
+                                    "graph run by onnxruntime: it has no gradients (stress the PyTorch model for it)")
             for first in k.first(self) if k.first else ():
                 self.evidence(first)  # read by this kind: measured (and timed) first
             measure = lambda: k.measure(self)  # noqa: E731

@@ -134,3 +134,115 @@ def test_missing_runtime_is_one_clear_error(monkeypatch):
 
 def test_cpu_isa_is_named():
     assert deploy.cpu_isa() in ("avx512-vnni", "avx-vnni", "avx512", "avx2") or deploy.cpu_isa()
+
+
+# ---------------------------------------------------------------------------- a user's own ONNX file
+class _Reader(torch.nn.Module):
+    """Class k: the brightest of k horizontal bands (a model that is right on its own data)."""
+
+    def __init__(self, scale: float = 1.0, bgr: bool = False, channels_last: bool = False):
+        super().__init__()
+        self.scale, self.bgr, self.channels_last = scale, bgr, channels_last
+
+    def forward(self, x):
+        if self.channels_last:
+            x = x.permute(0, 3, 1, 2)
+        if self.bgr:
+            x = x.flip(1)
+        x = x / self.scale
+        bands = torch.stack([x[:, 0, 4 * k:4 * k + 4].mean((1, 2)) for k in range(4)], 1)
+        return 20 * torch.relu(bands - 0.45)  # a threshold: fed values on another scale, every logit is 0
+
+
+def _colour_data(n: int = 256):
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(3)
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = torch.rand(n, 3, 16, 16, generator=g) * 0.2
+    for i, k in enumerate(y.tolist()):
+        x[i, 0, 4 * k:4 * k + 4] += 0.7
+    x[:, 2] = 1.0 - x[:, 0]  # the blue channel is the red one's negative: a BGR model reads the wrong bands
+    return SimpleNamespace(name="own", image_shape=(3, 16, 16), num_classes=4, train_x=(x * 255).to(torch.uint8),
+                           train_y=y, classes=["a", "b", "c", "d"])
+
+
+def _export(module, shape, path, dynamic=True):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.rand(1, *shape),), str(path), input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}} if dynamic else None, opset_version=17, dynamo=False)
+    return path
+
+
+def test_an_onnx_file_that_fits_the_data_loads(tmp_path):
+    ds = _colour_data()
+    model = deploy.load_artifact(_export(_Reader(), (3, 16, 16), tmp_path / "m.onnx"), ds)
+    x = ds.train_x.float() / 255
+    assert float((model(x).argmax(1) == ds.train_y).float().mean()) > 0.95
+
+
+@pytest.mark.parametrize("module, shape, message", [
+    (_Reader(scale=255.0), (3, 16, 16), r"expects pixel values 0-255 \(the harness feeds \[0, 1\]: divide by 255 inside "
+                                        r"the model\): on 256 training images it is right on \d+% of them given that"),
+    (_Reader(bgr=True), (3, 16, 16), r"expects BGR channel order \(the harness feeds RGB"),
+    (_Reader(channels_last=True), (16, 16, 3), r"takes channels last .*the harness feeds channels first \(N x 3 x 16 x 16\)"),
+    (torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 7)), (3, 16, 16),
+     r"returns \(2, 7\) for 2 images; it must return \(2, 4\): one logit per class of own"),
+    (_Reader(), (3, 20, 20), r"takes images of height 20 .*own images are 3 x 16 x 16"),
+])
+def test_an_onnx_file_that_does_not_fit_is_one_clear_error(tmp_path, module, shape, message):
+    path = _export(module, shape, tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match=message):
+        deploy.load_artifact(path, _colour_data())
+
+
+def test_a_file_that_is_not_onnx_or_takes_a_fixed_batch_says_so(tmp_path):
+    ds = _colour_data()
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="onnxruntime cannot load it as an ONNX model"):
+        deploy.load_artifact(bad, ds)
+    with pytest.raises(ValueError, match="no such file"):
+        deploy.load_artifact(tmp_path / "missing.onnx", ds)
+    fixed = _export(_Reader(), (3, 16, 16), tmp_path / "fixed.onnx", dynamic=False)
+    with pytest.raises(ValueError, match="fails on a batch of 2 images .* export it with a dynamic batch axis"):
+        deploy.load_artifact(fixed, ds)
+
+
+def test_the_suite_stresses_an_onnx_file_as_it_is(pytester, monkeypatch):
+    """``--model good.onnx``: the user's ONNX file is the baseline, run by onnxruntime; the
+    families that differentiate the model skip, saying why; the report is written."""
+    import shutil
+    import sys
+    import warnings
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "tests"))
+    import planted
+
+    monkeypatch.setenv("PYTHONPATH", str(root))
+    planted.write_idx_world(pytester.path / "data", n_train=2000, n_test=400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(planted.RegionReader(), (torch.rand(1, 1, 28, 28),), str(pytester.path / "good.onnx"),
+                          input_names=["images"], output_names=["logits"], dynamic_axes={"images": {0: "b"}},
+                          opset_version=17, dynamo=False)
+    shutil.copytree(root / "stress_tests", pytester.path / "stress_tests", ignore=shutil.ignore_patterns("__pycache__"))
+    pytester.makeconftest('pytest_plugins = ["fixtures.plugin"]\n')
+    (pytester.path / "g.toml").write_text("[fashion-mnist.smoke.default]\naccuracy_min = 0.5\n")
+    result = pytester.runpytest_subprocess(
+        "stress_tests", "-m", "accuracy or robustness", "--model", "good.onnx", "--dataset", "fashion-mnist",
+        "--profile", "smoke", "--data-root", "data", "--gates", "g.toml", "--report-dir", "reports", "--cache-dir",
+        "cache", "-p", "no:cacheprovider", "-rs", timeout=300)
+    out = result.stdout.str()
+    assert result.ret == 0, out
+    assert "1 passed" in out
+    assert "pgd_accuracy not applicable: adversarial differentiates the model, and baseline is an ONNX graph" in out
+    assert (pytester.path / "reports" / "latest" / "results.json").exists()
+
+
+pytest_plugins = ["pytester"]

@@ -34,6 +34,7 @@ class Kind:
     driver_only: Callable | None = None  # driver_only(settings) -> True: measured where the run is (it reads local files)
     in_every_report: bool = False  # the report shows it whatever tests ran (measured for every model)
     first: Callable | None = None  # first(ev) -> kinds measured (and timed) before it, which it reads
+    gradients: bool = False  # it differentiates the model (attacks, Grad-CAM): not applicable to one without gradients
     keyed_by_positions: bool = False  # its cache key holds the test positions it measured (attention sets)
     evidence_classes: tuple[str, ...] = ()  # "module:Class" of the dataclasses its evidence holds (the store loads only these)
     # What the run record (results.json, the report) keeps of it: record(run, model) -> dict, or

@@ -76,13 +76,13 @@ def _context(ev) -> dict:
 ATTENTION_CLASS = ("harness.metrics.attention:Attention",)
 
 
-@register("attention", CODE, remote=True, context=_context, keyed_by_positions=True, evidence_classes=ATTENTION_CLASS,
+@register("attention", CODE, gradients=True, remote=True, context=_context, keyed_by_positions=True, evidence_classes=ATTENTION_CLASS,
           description="Grad-CAM scores on the model's own explanation set (what its attention gates read)")
 def attention(ev) -> metrics.Attention:
     return explain_positions(ev, *ev.own_set())
 
 
-@register("attention_extra", CODE, context=_context, keyed_by_positions=True, evidence_classes=ATTENTION_CLASS,
+@register("attention_extra", CODE, gradients=True, context=_context, keyed_by_positions=True, evidence_classes=ATTENTION_CLASS,
           description="Grad-CAM scores on the images of the shared set outside the model's own")
 def attention_extra(ev, positions=None) -> metrics.Attention:
     return explain_positions(ev, positions, np.full(len(positions), ""), sanity=False)

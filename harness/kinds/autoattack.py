@@ -9,7 +9,7 @@ from ..metrics import NotApplicable, Samples
 from . import register
 
 
-@register("autoattack", ("autoattack.py",), battery=True, context=lambda ev: {"images": ev.settings.autoattack_images},
+@register("autoattack", ("autoattack.py",), gradients=True, battery=True, context=lambda ev: {"images": ev.settings.autoattack_images},
           units=lambda ev: (4, "attack"),
           description="outcomes under AutoAttack on the first images of the attacked subset, and which attack broke each")
 def autoattack(ev) -> dict:

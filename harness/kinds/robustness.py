@@ -24,7 +24,7 @@ def robustness(ev) -> dict[str, Samples]:
     return {k: Samples.from_logits(z.numpy(), labels, pos) for k, z in logits.items()}
 
 
-@register("adversarial", ("stress.py", "attacks.py", "perturb.py"), battery=True, remote=True,
+@register("adversarial", ("stress.py", "attacks.py", "perturb.py"), battery=True, gradients=True, remote=True,
           description="outcomes under FGSM and PGD at each budget of the sweep",
           units=lambda ev: (2 * len(ev.battery.epsilons), "attack"))
 def adversarial(ev) -> dict[str, Samples]:

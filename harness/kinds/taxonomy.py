@@ -18,7 +18,7 @@ def _context(ev) -> dict:
     return ctx
 
 
-@register("taxonomy", ("taxonomy.py", "explain", "perturb.py", "stress.py", "filters.py"), battery=True, remote=True,
+@register("taxonomy", ("taxonomy.py", "explain", "perturb.py", "stress.py", "filters.py"), gradients=True, battery=True, remote=True,
           context=_context, evidence_classes=("harness.taxonomy:Taxonomy",), in_every_report=True,
           description="the failure mode of each of the most confident errors")
 def taxonomy(ev) -> taxonomy_mod.Taxonomy:

@@ -110,7 +110,8 @@ def _options() -> dict[str, dict]:
                      help="the architecture to train: small-cnn, resnet18, any torchvision classification model by "
                           "name (resnet50, mobilenet_v3_small, ...), timm:<name> (any timm model, from scratch; pip "
                           "install -e '.[timm]'), or module:function building an nn.Module"),
-        "model": dict(default=None, help="module:function that builds your model (same as --arch module:function)"),
+        "model": dict(default=None, help="module:function that builds your model (same as --arch module:function), or an "
+                                          "ONNX file (model.onnx) stressed as it is with onnxruntime"),
         "weights": dict(action="append", default=None, metavar="[NAME=]PATH",
                         help="a trained state dict (torch.save(model.state_dict())) for --arch/--model: PATH alone is "
                              "the baseline, stressed as it is without training; NAME=PATH adds a candidate checkpoint "

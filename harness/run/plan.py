@@ -36,6 +36,10 @@ def worker_device(device: torch.device) -> torch.device:
 def weights_provider(path: Path) -> Provider:
     """A checkpoint (a state dict) as a model of the run, for any recipe's architecture."""
     def provide(recipe, ds, device):
+        if Path(path).suffix.lower() == ".onnx":  # an ONNX file of one's own: run by onnxruntime as it is
+            from .. import deploy
+
+            return deploy.load_artifact(path, ds)
         return models_mod.load_weights(recipe.arch, ds, path)
 
     provide.weights_path = Path(path)  # what the model is: the evidence cache keys it by this file
@@ -254,6 +258,11 @@ class Plan:
         checkpoints = {"baseline": self.options.weights} if self.options.weights is not None else {}
         checkpoints.update(self.options.candidate_weights)
         for model, path in checkpoints.items():
+            if Path(path).suffix.lower() == ".onnx":  # its shape, classes and input convention against the data
+                from .. import deploy
+
+                probe(deploy.load_artifact(path, self.data), self.data, f"--weights {path}")
+                continue
             probe(models_mod.load_weights(self.recipes[model].arch, self.dataset, path), self.data,
                   f"--weights {path}")
         for arch in dict.fromkeys(r.arch for m, r in self.recipes.items() if m not in self.providers):

@@ -397,6 +397,8 @@ class Run:
         """Grad-CAM maps of one model on the gallery's images, for its own predictions."""
         import torch
 
+        if not getattr(self.result(name).model, "differentiable", True):
+            raise NotApplicable(f"{name} is an ONNX graph: it has no gradients for Grad-CAM")
         images = evaluate.to_float(self.data.test_x[torch.as_tensor(ids)])
         preds = self.samples(name).pred[ids]
         s = self.plan.settings
