@@ -11,9 +11,9 @@
 
 Every form is checked before anything is measured on it: the ONNX graph must reproduce the
 float model's logits on a fixed batch within a numerical tolerance (``check``); a form that
-does not raises ``ExportMismatch`` naming the form and the largest difference. The files go
-into the model cache (``<cache>/deployed/``) keyed by the model they come from, the form and
-its settings, each with its sha256; a file whose checksum does not match is rebuilt.
+does not raises ``ExportMismatch`` naming the form and the largest difference. ``build`` writes
+each file into the folder it is given, with its sha256 beside it; a file whose checksum does not
+match is rebuilt. (Keying the files in the model cache by their source model is not wired yet.)
 
 Only a model's forward pass is exported, so the images it takes are those the harness feeds
 every model: float32, N x C x H x W, values in [0, 1] (normalisation is inside the model).
@@ -39,7 +39,7 @@ FORM_MARK = "@"  # "baseline@int8": the baseline's int8 form
 OPSET = 17
 CALIBRATION_IMAGES = 512  # training images the int8 activation ranges are calibrated on
 CALIBRATION_SEED = 20261207
-CHECK_IMAGES = 64  # the fixed batch an export is checked on (the first validation images)
+CHECK_IMAGES = 64  # the size of the fixed batch an export is checked on
 # An fp32 export computes the same arithmetic in other kernels: logits agree to float rounding
 # (3e-8 measured on the small CNN). The bound is on the largest absolute logit difference
 # relative to the logits' own scale, far above rounding and far below any real change.
@@ -222,8 +222,6 @@ def quantize_int8(onnx_path: Path, images: np.ndarray, path: Path, per_channel: 
             q.quantize_static(str(pre), str(tmp), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=per_channel,
                               weight_type=q.QuantType.QInt8, activation_type=q.QuantType.QInt8,
                               calibrate_method=q.CalibrationMethod.MinMax)
-    except DeployError:
-        raise
     except Exception as exc:
         raise DeployError(f"onnxruntime cannot quantize {onnx_path.name} to int8: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:300] if str(exc) else ''}") from exc
