@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import SPLIT_SEED, Dataset, DatasetFormatError, DatasetNotFoundError, fingerprint, seed_split
+from .data import DATASETS, SPLIT_SEED, Dataset, DatasetFormatError, DatasetNotFoundError, fingerprint, seed_split
+from .io import UnsafeNameError, plain_name
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VAL_FRACTION = 0.1
@@ -67,6 +68,14 @@ def registered(registry: str | os.PathLike | None = None) -> dict[str, dict]:
         raise DatasetRegistryError(f"dataset registry {path} cannot be read: {exc}") from exc
     out = {}
     for name, spec in doc.items():
+        try:  # it names cache files and reports
+            plain_name(name, f"dataset registry {path}: [{name}]")
+        except UnsafeNameError as exc:
+            raise DatasetRegistryError(str(exc)) from None
+        if name in DATASETS:  # the built-in one would be loaded under this name, and this entry never read
+            raise DatasetRegistryError(
+                f"{path}: [{name}] is the name of a built-in dataset, which --dataset {name} always loads: this "
+                f"entry would be ignored. Register your data under another name ([my-{name}])")
         if not isinstance(spec, dict) or not isinstance(spec.get("path"), str):
             raise DatasetRegistryError(f"{path}: [{name}] needs path = \"...\" (an ImageFolder tree or a .npz)")
         unknown = set(spec) - {"path", "image_size", "flip_invariant"}
@@ -95,8 +104,6 @@ def name_of(path: Path) -> str:
 def load(dataset: str, image_size: int | None = None, registry: str | os.PathLike | None = None,
          flip_invariant: bool | None = None) -> Dataset:
     """A dataset of one's own, by path or registered name."""
-    from .data import DATASETS
-
     known = registered(registry)
     if dataset in known:
         spec = known[dataset]

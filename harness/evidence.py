@@ -12,7 +12,8 @@
   in its head (written before entries recorded theirs) cannot prove whose evidence it is, so it
   is measured again too.
 * ``EvidenceStore``: one run's evidence shared by its pytest-xdist workers and controller
-  (``<run>/.workers/evidence``), by model name; deleted with the run's partial folder.
+  (``<run>/.workers/evidence``), by model name, in the same checked ``.npz`` format (no pickle:
+  nothing a process reads from a folder can run code); deleted with the run's partial folder.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_write_bytes, write_pickle
+from .io import atomic_write_bytes, inside
 
 HERE = Path(__file__).resolve().parent
 FORMAT = 2  # 2: Samples carry per-sample Brier scores (files written since carry their key in their head)
@@ -188,35 +189,26 @@ class EvidenceCache:
 
 
 class EvidenceStore:
-    """One run's evidence on disk, ``<folder>/<model>/<kind>.pkl``: a process that needs a kind
+    """One run's evidence on disk, ``<folder>/<model>/<kind>.npz``: a process that needs a kind
     takes its lock, reads it if another process measured it, else measures and writes it
-    (atomically). Pickle, because it holds only what this run's own processes made; the folder
-    lives inside the run's partial report folder and is deleted when the report is written."""
+    (atomically, checked on read like ``EvidenceCache``'s files). A model's folder must stay
+    under ``folder`` (``io.inside``): a model name never leads the run's processes out of it."""
 
     def __init__(self, folder):
         self.folder = Path(folder)
 
-    def _path(self, model: str, kind: str) -> Path:
-        return self.folder / model / f"{kind}.pkl"
+    def _entries(self, model: str) -> EvidenceCache:
+        return EvidenceCache(inside(self.folder, model, "model name"))
 
     def kinds(self, model: str) -> list[str]:
-        d = self.folder / model
-        return sorted(p.stem for p in d.glob("*.pkl")) if d.is_dir() else []
+        d = self._entries(model).folder
+        return sorted(p.stem for p in d.glob("*.npz")) if d.is_dir() else []
 
     def read(self, model: str, kind: str):
-        import pickle
-
-        with open(self._path(model, kind), "rb") as f:
-            return pickle.load(f)
+        found = self._entries(model).read(kind)
+        if found is None:
+            raise FileNotFoundError(f"the run's shared evidence holds no readable {kind} of {model}")
+        return found[0]
 
     def get_or_measure(self, model: str, kind: str, measure: Callable[[], object]):
-        from filelock import FileLock
-
-        path = self._path(model, kind)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock"):
-            if path.exists():
-                return self.read(model, kind)
-            value = measure()
-            write_pickle(path, value)
-            return value
+        return self._entries(model).get_or_measure(kind, lambda: (measure(), {}))[0]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from . import cards
+from .io import plain_name
 
 PROFILES = cards.PROFILE_NAMES
 
@@ -298,8 +299,7 @@ def from_file(path: str | Path, dataset: str, profile: str, base_recipe: Recipe 
         raise ValueError(f"cannot read recipe file {path}: {exc}") from exc
     name = spec.pop("name", path.stem)
     base = spec.pop("base", "baseline")
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"{path}: name = {name!r} must be a non-empty string")
+    plain_name(name, f"{path}: name")  # it names the model's files: never a path out of the run
     if not isinstance(base, str) or base not in names():
         raise ValueError(f"{path}: base = {base!r}: choose one of {', '.join(names())}")
     per_profile = {p: spec.pop(p, {}) for p in PROFILES}

@@ -25,6 +25,7 @@ from torch import nn
 from . import augment, cache, models
 from .data import Dataset
 from .evaluate import Predictions, logits_of, to_float
+from .io import inside
 from .losses import TemperatureScaled, _loss, fit_temperature  # noqa: F401 - the objectives (harness/losses.py)
 from .recipes import Recipe
 from .runtime import Runtime, resolve_device  # noqa: F401 - how training runs (harness/runtime.py)
@@ -344,6 +345,14 @@ class Trainer:
                 f"reported as diverged, not cached. Check the learning rate (lr = {self.recipe.lr:g}) and the data.")
 
 
+def cache_path(recipe: Recipe, profile: str, data: Dataset, device: torch.device, runtime: Runtime,
+               cache_dir: str | Path | None = None) -> Path:
+    """Where the model cache keeps ``recipe`` trained on ``data`` (whether or not it is there)."""
+    key = cache_key(recipe, profile, data.fingerprint, device, runtime)
+    cache_dir = Path(cache_dir) if cache_dir else cache.default_cache_dir()
+    return inside(cache_dir, f"{recipe.dataset}_{profile}_{key}.pt", "the model cache file")
+
+
 def train(
     recipe: Recipe,
     data: Dataset,
@@ -367,7 +376,7 @@ def train(
     _progress = progress.message
     key = cache_key(recipe, profile, data.fingerprint, dev, runtime)
     cache_dir = Path(cache_dir) if cache_dir else cache.default_cache_dir()
-    path = cache_dir / f"{recipe.dataset}_{profile}_{key}.pt"
+    path = cache_path(recipe, profile, data, dev, runtime, cache_dir)
     label = f"[{recipe.key} {profile}]"
     sample_ids = train_sample_indices(recipe, data)
 

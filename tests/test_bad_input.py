@@ -32,7 +32,7 @@ pytest_plugins = ["pytester"]
     ('name = "x"\nmilestones = [1.5]\n', r"milestones=\[1\.5\] \(a list of whole numbers"),
     ('name = "x"\nhflip = true\n', r"hflip=True \(a number, not bool\)"),
     ('name = "x"\nbase = "augmnet"\n', r"base = 'augmnet': choose one of baseline, augment"),
-    ("name = 3\n", r"name = 3 must be a non-empty string"),
+    ("name = 3\n", r"name = 3 is not a plain name"),
     ('name = "x"\nlearning_rate = 0.1\n', r"unknown recipe field\(s\) learning_rate"),
     ('name = "x"\nsmoke = 3\n', r"\[smoke\] must be a table"),
     ('name = "x\n', r"cannot read recipe file"),

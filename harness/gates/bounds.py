@@ -51,6 +51,19 @@ class Gate:
     fallback: Gate | None = field(default=None, compare=False)
     except_labels: frozenset = field(default=frozenset(), compare=False)
 
+    def to_state(self) -> dict:
+        """Every field as JSON (a worker hands its gates to the controller without pickle)."""
+        return {"metric": self.metric, "kind": self.kind, "bound": self.bound, "source": self.source,
+                "margin": self.margin, "evidence": self.evidence,
+                "fallback": self.fallback.to_state() if self.fallback is not None else None,
+                "except_labels": sorted(self.except_labels)}
+
+    @classmethod
+    def from_state(cls, d: dict) -> Gate:
+        return cls(d["metric"], d["kind"], d["bound"], d["source"], d["margin"], d["evidence"],
+                   cls.from_state(d["fallback"]) if d["fallback"] is not None else None,
+                   frozenset(d["except_labels"]))
+
     @property
     def key(self) -> str:
         return f"{self.metric}_{self.kind}"
@@ -114,6 +127,14 @@ class Outcome:
     limit: float | None = None  # the effective bound (relative gates: computed from the baseline)
     interval: list[float] | None = None  # effect gates: the 95% interval of the change
     basis: str | None = None  # effect gates: what the interval covers ("seeds" or "test images")
+
+    def to_state(self) -> dict:
+        return {"gate": self.gate.to_state(), "value": self.value, "status": self.status, "message": self.message,
+                "reference": self.reference, "limit": self.limit, "interval": self.interval, "basis": self.basis}
+
+    @classmethod
+    def from_state(cls, d: dict) -> Outcome:
+        return cls(**{**d, "gate": Gate.from_state(d["gate"])})
 
     @property
     def passed(self) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_savez, atomic_write_text
+from ..io import atomic_savez, atomic_write_text, inside
 from ..metrics import Samples
 
 RESULTS = "results.json"
@@ -196,7 +196,7 @@ def load_predictions(record: dict, run_dir: Path) -> tuple[dict[str, ModelData],
             problems.append(f"model {m!r} has no predictions file in the record")
             continue
         try:
-            with np.load(run_dir / rel, allow_pickle=False) as z:
+            with np.load(inside(run_dir, rel, f"the predictions file of {m!r}"), allow_pickle=False) as z:
                 data[m] = ModelData(z["logits"], z["labels"].astype(np.int64), z["ids"].astype(np.int64))
         except Exception as exc:  # noqa: BLE001 - reported, the rest of the report goes on
             problems.append(f"predictions of {m!r} ({rel}): {type(exc).__name__}: {exc}")

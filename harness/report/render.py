@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write_bytes, atomic_write_text
+from ..io import UnsafeNameError, atomic_write_bytes, atomic_write_text, inside
 from . import figures, tables
 from .cases import write_cases
 from .figcache import FigureCache, Unhashable
@@ -47,6 +47,7 @@ from .io import (
     SEGMENTS,
     SUMMARY,
     ModelData,
+    ReportError,
     dumps,
     jsonable,
     list_files,
@@ -227,6 +228,12 @@ def rebuild(run_dir: str | Path) -> Path:
     problems = []
     for m, entry in (record.get("models") or {}).items():
         npz, csv_rel = entry.get("predictions"), entry.get("predictions_csv")
+        try:  # paths a results.json names stay inside the run's folder
+            for rel in (npz, csv_rel):
+                if rel:
+                    inside(run_dir, rel, f"results.json: the predictions file of {m!r}")
+        except UnsafeNameError as exc:
+            raise ReportError(str(exc)) from None
         if npz and (run_dir / npz).is_file() and not (csv_rel and (run_dir / csv_rel).is_file()):
             try:
                 with np.load(run_dir / npz, allow_pickle=False) as z:

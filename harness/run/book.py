@@ -32,6 +32,13 @@ class GateRecord:
     def to_dict(self) -> dict:
         return {"test": self.test, "model": self.model, "label": self.label, **self.outcome.to_dict()}
 
+    def to_state(self) -> dict:
+        return {"test": self.test, "model": self.model, "label": self.label, "outcome": self.outcome.to_state()}
+
+    @classmethod
+    def from_state(cls, d: dict) -> GateRecord:
+        return cls(d["test"], d["model"], Outcome.from_state(d["outcome"]), d["label"])
+
 
 @dataclass
 class GateBook:
@@ -222,13 +229,14 @@ class GateBook:
 
     # ------------------------------------------------------------------ several processes (pytest-xdist)
     def worker_state(self) -> dict:
-        """What a worker checked, for the controller that writes the run's one report."""
-        return {"gate_records": self.records, "test_outcomes": self.test_outcomes, "unbounded": self._unbounded,
-                "diverged": self.run.diverged, "evaluated": self.run.trained}
+        """What a worker checked, for the controller that writes the run's one report (JSON: the
+        controller reads it without pickle)."""
+        return {"gate_records": [r.to_state() for r in self.records], "test_outcomes": self.test_outcomes,
+                "unbounded": self._unbounded, "diverged": self.run.diverged, "evaluated": self.run.trained}
 
     def merge(self, state: dict) -> None:
         """Add a worker's state (``worker_state``) to this book's (and its run's)."""
-        self.records.extend(state["gate_records"])
+        self.records.extend(GateRecord.from_state(r) for r in state["gate_records"])
         self.test_outcomes.update(state["test_outcomes"])
         for model, names in state["unbounded"].items():
             seen = self._unbounded.setdefault(model, [])

@@ -14,6 +14,7 @@ import torch
 from .. import cards, custom_data, data, explain, metrics, recipes, train
 from .. import models as models_mod
 from ..gates import SEED_MARK, Gates, recipe_of
+from ..io import plain_name
 from ..measure import Settings
 from .options import Options
 
@@ -188,6 +189,7 @@ class Plan:
         if o.seed is not None:
             self.recipes = {n: replace(r, seed=o.seed) for n, r in self.recipes.items()}
         for model, path in o.candidate_weights.items():
+            plain_name(model, f"--weights {model}={path}: the model's name")
             if model in self.recipes or model in self.providers:
                 raise ValueError(f"--weights {model}={path}: {model!r} is already a model of this run; name the "
                                  f"checkpoint otherwise (--weights my-{model}={path})")

@@ -1,0 +1,130 @@
+"""Names and paths from users never lead out of their folder, and nothing a process reads from a
+run's folder is unpickled: a recipe named ``../../outside/evil`` is refused before anything is
+trained, the run's shared evidence is checked ``.npz``, and a pickle planted where evidence is
+looked for never runs."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import recipes
+from harness.evidence import EvidenceStore
+from harness.io import UnsafeNameError, inside, plain_name
+
+ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["pytester"]
+
+
+class _Planted:
+    """A pickle that, when loaded, writes a file: if the marker exists, code from a file ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+@pytest.mark.parametrize("name", ["wide-lr", "my_model.v2", "resnet+cutmix", "A1"])
+def test_plain_names_pass(name):
+    assert plain_name(name, "name") == name
+
+
+@pytest.mark.parametrize("name", ["../../../../outside/evil", "a/b", "a\\b", "..", "x..y", ".hidden", "",
+                                  "baseline@s43", "base line", "a" * 65, None, 3])
+def test_other_names_are_refused_with_what_a_name_may_hold(name):
+    with pytest.raises(UnsafeNameError, match="not a plain name: use 1-64 letters"):
+        plain_name(name, "recipe file x.toml: name")
+
+
+def test_inside_refuses_a_path_out_of_its_root(tmp_path):
+    assert inside(tmp_path, "predictions/baseline.npz", "file") == tmp_path.resolve() / "predictions/baseline.npz"
+    for rel in ("../x.npz", "predictions/../../x.npz", "/etc/passwd"):
+        with pytest.raises(UnsafeNameError, match="leads out of"):
+            inside(tmp_path, rel, "the predictions file")
+    (tmp_path / "link").symlink_to(tmp_path.parent)  # a link out of the folder is out of it too
+    with pytest.raises(UnsafeNameError, match="leads out of"):
+        inside(tmp_path, "link/x.npz", "file")
+
+
+def test_a_recipe_file_naming_a_path_is_refused_where_it_is_read(tmp_path):
+    f = tmp_path / "evil.toml"
+    f.write_text('name = "../../../../outside/evil"\nepochs = 1\n')
+    with pytest.raises(UnsafeNameError, match=r"evil.toml: name = '\.\./\.\./\.\./\.\./outside/evil' is not a plain"):
+        recipes.from_file(f, "fashion-mnist", "smoke")
+    f.write_text('name = "baseline@s43"\n')  # would pass for the baseline's seed-43 model under --seeds 2
+    with pytest.raises(UnsafeNameError, match="'@' marks the harness's own"):
+        recipes.from_file(f, "fashion-mnist", "smoke")
+
+
+def test_the_run_store_refuses_a_model_name_out_of_its_folder_and_never_unpickles(tmp_path):
+    store = EvidenceStore(tmp_path / "run" / ".workers" / "evidence")
+    outside = tmp_path / "outside" / "evil"
+    outside.mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    for name in ("robustness.pkl", "robustness.npz"):  # a pickle where evidence would be looked for
+        (outside / name).write_bytes(pickle.dumps(_Planted(marker)))
+    with pytest.raises(UnsafeNameError, match="leads out of"):
+        store.get_or_measure("../../../outside/evil", "robustness", lambda: {"x": np.zeros(2)})
+    with pytest.raises(UnsafeNameError, match="leads out of"):
+        store.kinds("../../../outside/evil")
+    # inside the folder too, a planted pickle is never loaded: a file that is not the checked .npz
+    # format is measured again (with a warning), and the measured evidence replaces it
+    own = store.folder / "baseline"
+    own.mkdir(parents=True)
+    (own / "robustness.npz").write_bytes(pickle.dumps(_Planted(marker)))
+    with pytest.warns(RuntimeWarning, match="damaged"):
+        got = store.get_or_measure("baseline", "robustness", lambda: {"x": np.arange(3.0)})
+    assert np.array_equal(got["x"], np.arange(3.0))
+    assert np.array_equal(store.read("baseline", "robustness")["x"], np.arange(3.0))
+    assert store.kinds("baseline") == ["robustness"]
+    assert not marker.exists()
+    assert sorted(p.name for p in outside.iterdir()) == ["robustness.npz", "robustness.pkl"]  # untouched
+
+
+def test_a_results_file_naming_predictions_out_of_the_run_is_refused(tmp_path):
+    from harness.report import ReportError
+    from harness.report.render import rebuild
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (tmp_path / "secret.npz").write_bytes(b"")
+    (run / "results.json").write_text('{"run": {}, "gates": [], "models": {"baseline": {"predictions": "../secret.npz", '
+                                      '"metrics": {"accuracy": 0.5}}}}')
+    with pytest.raises(ReportError, match="leads out of"):
+        rebuild(run)
+
+
+def test_the_suite_refuses_a_recipe_named_as_a_path_before_training_and_writes_nothing_outside(pytester,
+                                                                                               monkeypatch):
+    """The probe's case: a recipe file named ``../../../../outside/evil``, run on two workers with
+    pickles planted where the evidence would have been looked for."""
+    pytest.importorskip("xdist")
+    from planted import write_idx_world
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("CNN_STRESS_CACHE", str(pytester.path / "cache"))
+    shutil.copytree(ROOT / "stress_tests", pytester.path / "stress_tests", ignore=shutil.ignore_patterns("__pycache__"))
+    pytester.makeconftest('pytest_plugins = ["fixtures.plugin"]\n')
+    write_idx_world(pytester.path / "data", n_train=300, n_test=200)
+    (pytester.path / "evil.toml").write_text('name = "../../../../outside/evil"\nepochs = 1\n')
+    planted = pytester.path / "outside" / "evil"
+    planted.mkdir(parents=True)
+    marker = pytester.path / "code-ran"
+    (planted / "robustness.pkl").write_bytes(pickle.dumps(_Planted(marker)))
+    before = sorted(p.relative_to(pytester.path) for p in (pytester.path / "outside").rglob("*"))
+    result = pytester.runpytest_subprocess("stress_tests/test_robustness.py", "--dataset", "fashion-mnist",
+                                           "--data-root", "data", "--recipe-file", "evil.toml", "--report-dir", "r",
+                                           "-n", "2", "-p", "no:cacheprovider", timeout=600)
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    assert "name = '../../../../outside/evil' is not a plain name" in out
+    assert out.count("is not a plain name") == 1  # said once, by the controller
+    assert not (pytester.path / "cache").exists() or not list((pytester.path / "cache").glob("*.pt"))  # no training
+    assert not marker.exists()
+    assert sorted(p.relative_to(pytester.path) for p in (pytester.path / "outside").rglob("*")) == before
