@@ -128,3 +128,69 @@ def test_the_suite_refuses_a_recipe_named_as_a_path_before_training_and_writes_n
     assert not (pytester.path / "cache").exists() or not list((pytester.path / "cache").glob("*.pt"))  # no training
     assert not marker.exists()
     assert sorted(p.relative_to(pytester.path) for p in (pytester.path / "outside").rglob("*")) == before
+
+
+def _failure_modes(run: Path, models: list[str]) -> None:
+    out = {"models": np.asarray(models, dtype=str)}
+    for i in range(len(models)):
+        out.update({f"images_{i}": np.zeros((2, 3, 8, 8), np.float32), f"ids_{i}": np.array([1, 2]),
+                    f"labels_{i}": np.array([0, 1]), f"preds_{i}": np.array([1, 0]),
+                    f"confidences_{i}": np.array([0.9, 0.95], np.float32), f"modes_{i}": np.array(["background", "none"])})
+    out["images_1"] = np.zeros((0,), np.float32)  # drawing this one fails: its stale picture would be deleted
+    np.savez(run / "failure_modes.npz", **out)
+    np.savez(run / "weak_segments.npz", models=np.asarray(["../../../outside/seg"], dtype=str),
+             images_0=np.zeros((2, 3, 8, 8), np.float32), ids_0=np.array([1, 2]), segment_0=np.array([0, 0]))
+
+
+def test_model_names_in_a_runs_example_files_name_figures_inside_it(tmp_path):
+    """The figures named after the models of failure_modes.npz / weak_segments.npz take file-name
+    stems: a name like ../../outside/x writes nothing outside the run and deletes nothing there."""
+    import json
+
+    from harness.report.render import rebuild
+
+    run = tmp_path / "a" / "b" / "run"
+    run.mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.png").write_bytes(b"keep me")
+    (run / "results.json").write_text(json.dumps({"run": {}, "models": {}, "gates": [], "classes": ["a", "b"]}))
+    _failure_modes(run, ["../../../outside/written", "../../../outside/victim"])
+    rebuild(run)
+    assert sorted(p.name for p in outside.iterdir()) == ["victim.png"] and (outside / "victim.png").read_bytes() == b"keep me"
+    figs = json.loads((run / "results.json").read_text())["figures"]
+    assert all(inside(run, f["path"], "figure") for f in figs.values())
+    assert not any(".." in f["path"] for f in figs.values())
+
+
+def test_a_figures_folder_linked_out_of_the_run_is_not_written_through(tmp_path):
+    import json
+
+    from harness.report.render import rebuild
+
+    run, outside = tmp_path / "run", tmp_path / "outside"
+    run.mkdir()
+    outside.mkdir()
+    (run / "figures").symlink_to(outside)
+    (run / "results.json").write_text(json.dumps({"run": {}, "models": {}, "gates": [], "classes": ["a", "b"]}))
+    _failure_modes(run, ["m", "n"])
+    rebuild(run)
+    assert list(outside.iterdir()) == []
+    figs = json.loads((run / "results.json").read_text())["figures"]
+    assert figs and all(not f["ok"] and "leads out of" in f["error"] for f in figs.values())
+
+
+def test_values_of_a_hand_edited_record_are_escaped_in_the_page(tmp_path):
+    import json
+
+    from harness.report.render import rebuild
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({
+        "run": {}, "models": {}, "gates": [],
+        "leakage": {"count": "<script>alert(1)</script>", "share": 0.1, "threshold": "<img src=x onerror=alert(2)>",
+                    "exact": 0}}))
+    rebuild(run)
+    page = (run / "index.html").read_text()
+    assert "<script>alert(1)" not in page and "<img src=x" not in page and "&lt;script&gt;alert(1)" in page

@@ -212,7 +212,7 @@ class RayExecutor:
                 if m in plan.providers:
                     continue
                 key = train.cache_key(recipe, o.profile, data.fingerprint, plan.device, plan.runtime)
-                path = cache_dir / f"{recipe.dataset}_{o.profile}_{key}.pt"
+                path = train.cache_path(recipe, o.profile, data, plan.device, plan.runtime, cache_dir)
                 if not path.exists():
                     ref = train_remote.options(**self._resources(device, threads)).remote(
                         recipe, data_ref, o.profile, device, threads, plan.runtime, queue)

@@ -179,7 +179,7 @@ def render_html(record: dict, files: list[str]) -> str:
     if sv[1]:
         first = next((r for r in (record.get("models") or {}).values() if (r.get("robustness") or {}).get("source")), {})
         src = (first.get("robustness") or {})
-        body.append(f"<h3>Common corruptions</h3><p class='meta'>{src.get('images', '')} test images; corruptions "
+        body.append(f"<h3>Common corruptions</h3><p class='meta'>{e(str(src.get('images', '')))} test images; corruptions "
                     f"{e(str(src.get('source', '')))}. Mean over every corruption at each severity.</p>" + html_table(sv))
         for m in tables.model_order(record):
             ct = findings.table_corruptions(record, m)
@@ -208,9 +208,9 @@ def render_html(record: dict, files: list[str]) -> str:
                     "penultimate features (harness/ood_features.py, pytorch-ood).</p>" + html_table(oo))
     leak = record.get("leakage") or {}
     if leak:
-        body.append(f"<h3>Train/test leakage</h3><p class='meta'>{leak['count']} test images ({fmt(leak['share'], 'pct')}) "
-                    f"have a near-duplicate in the training split (cosine of mean-centred pixels >= {leak['threshold']}; "
-                    f"{leak['exact']} exact copies): harness/leakage.py says how the threshold was chosen.</p>"
+        body.append(f"<h3>Train/test leakage</h3><p class='meta'>{e(str(leak['count']))} test images ({fmt(leak['share'], 'pct')}) "
+                    f"have a near-duplicate in the training split (cosine of mean-centred pixels >= {e(str(leak['threshold']))}; "
+                    f"{e(str(leak['exact']))} exact copies): harness/leakage.py says how the threshold was chosen.</p>"
                     + (html_table(lk) if lk[1] else ""))
     if cf[1]:
         body.append("<h3>Conformal prediction sets</h3><p class='meta'>Calibrated on the validation split; the floor "
@@ -232,9 +232,9 @@ def render_html(record: dict, files: list[str]) -> str:
     if ss[1]:
         first = next((r["segments"] for r in (record.get("models") or {}).values() if (r.get("segments") or {}).get("searched")), {})
         body.append(f"<p class='meta'>Segments: each image property cut into quintiles of the test split, each value of "
-                    f"your metadata, and every pair of them, of at least {first.get('min_size', '')} images. A segment "
+                    f"your metadata, and every pair of them, of at least {e(str(first.get('min_size', '')))} images. A segment "
                     f"is weak when it holds more errors than chance would put there (Fisher's exact test against the "
-                    f"rest), Holm-corrected over every segment searched at {first.get('alpha', '')}: what is listed "
+                    f"rest), Holm-corrected over every segment searched at {e(str(first.get('alpha', '')))}: what is listed "
                     "holds, not the noise of a search. Definitions: harness/segments.py.</p>" + html_table(ss))
         for m in tables.model_order(record):
             st = findings.table_segments(record, m)
@@ -243,9 +243,9 @@ def render_html(record: dict, files: list[str]) -> str:
     if ps[1]:
         sh = record.get("property_shift") or {}
         body.append(f"<h3>Image properties: shift from the training split</h3><p class='meta'>Kolmogorov-Smirnov "
-                    f"distance between {sh.get('images', '')} training images and as many of each other split; "
-                    f"p-values from {sh.get('permutations', '')} relabellings, Holm-adjusted over the properties; "
-                    f"shifted at {sh.get('alpha', '')} (under no shift, any property is flagged at most that often). "
+                    f"distance between {e(str(sh.get('images', '')))} training images and as many of each other split; "
+                    f"p-values from {e(str(sh.get('permutations', '')))} relabellings, Holm-adjusted over the properties; "
+                    f"shifted at {e(str(sh.get('alpha', '')))} (under no shift, any property is flagged at most that often). "
                     "Outside: the share below the training's 0.5% or above its 99.5% quantile.</p>" + html_table(ps))
     body.append(html_figures(record, "segments"))
 

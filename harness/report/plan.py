@@ -65,7 +65,8 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
     specs: list[FigureSpec] = []
     models = record.get("models") or {}
     order = model_order(record)
-    names = stems(order)
+    # every model a figure is named after, those the example files name too (a file's name, not a path)
+    names = stems(list(dict.fromkeys([*order, *(failure_modes or {}), *(weak or {})])))
     base = record.get("baseline")
     samples = {m: d.samples for m, d in data.items()}
 
@@ -148,7 +149,7 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
         ))
     for m, ex in (failure_modes or {}).items():
         specs.append(FigureSpec(
-            f"failure_modes_{names.get(m, m)}",
+            f"failure_modes_{names[m]}",
             f"Examples of {m}'s confident errors for each failure mode (test id: true -> predicted, confidence).",
             "failures",
             lambda m=m, ex=ex: draw(figures.failure_mode_examples,
@@ -197,7 +198,7 @@ def figure_plan(record: dict, data: dict[str, ModelData], gradcam: dict | None,
         titles = [f"{r['name']}\n{r['images']} images, accuracy {100 * r['accuracy']:.1f}% "
                   f"(rest {100 * r['rest_accuracy']:.1f}%)" for r in rows]
         specs.append(FigureSpec(
-            f"weak_segments_{names.get(m, m)}",
+            f"weak_segments_{names[m]}",
             f"Examples of {m}'s weakest segments, worst first (its errors there first; test id above each image).",
             "segments", lambda ex=ex, titles=titles: draw(figures_beyond.segment_examples, ex["images"], ex["ids"],
                                                           ex["segment"], titles, names=record.get("sample_names")),

@@ -77,8 +77,9 @@ def render_figure(spec: FigureSpec, run_dir: Path, cache: FigureCache | None = N
     the same inputs was drawn before)."""
     rel = f"figures/{spec.name}.png"
     t0 = time.perf_counter()
-    cached = False
+    cached, target = False, None
     try:
+        target = inside(run_dir, rel, "figure")  # a name or a link never leads a write (or a delete) out of the run
         drawing = spec.make()
         key = None
         if cache is not None:
@@ -92,12 +93,13 @@ def render_figure(spec: FigureSpec, run_dir: Path, cache: FigureCache | None = N
             png = figures.render_png(drawing())
             if key is not None:
                 cache.write(key, png)
-        atomic_write_bytes(run_dir / rel, png)
+        atomic_write_bytes(target, png)
         ok, error = True, None
     except Exception as exc:  # noqa: BLE001 - a figure never breaks the report
         ok, error = False, f"{type(exc).__name__}: {exc}"
-        with contextlib.suppress(FileNotFoundError):
-            (run_dir / rel).unlink()  # never show a stale picture for a figure that failed now
+        if target is not None:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()  # never show a stale picture for a figure that failed now
     return {"path": rel, "ok": ok, "error": error, "caption": spec.caption, "section": spec.section,
             "seconds": round(time.perf_counter() - t0, 3), "cached": cached}
 
