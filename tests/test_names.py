@@ -194,3 +194,92 @@ def test_values_of_a_hand_edited_record_are_escaped_in_the_page(tmp_path):
     rebuild(run)
     page = (run / "index.html").read_text()
     assert "<script>alert(1)" not in page and "<img src=x" not in page and "&lt;script&gt;alert(1)" in page
+
+
+def test_class_names_that_start_a_formula_are_text_in_the_csv_files(tmp_path):
+    """A class named =HYPERLINK(...) or @SUM(...) reaches the per-sample and per-class CSV files
+    as text (a leading apostrophe), never as a spreadsheet formula; numbers stay numbers."""
+    import csv
+
+    from harness.report.io import ModelData, csv_cell, write_predictions_csv
+
+    classes = ['=HYPERLINK("http://x","y")', "@SUM(A1)", "+cmd", "Shirt"]
+    logits = np.eye(4, dtype=np.float32)[[0, 1, 2, 3]] * 5
+    rel = write_predictions_csv(tmp_path, "m", ModelData(logits, np.array([0, 1, 2, 3]), np.arange(4)), classes)
+    rows = list(csv.reader((tmp_path / rel).open()))
+    assert [r[2] for r in rows[1:]] == ["'" + c for c in classes[:3]] + ["Shirt"]
+    assert csv_cell("-0.012") == "-0.012" and csv_cell("+1.5%") == "+1.5%" and csv_cell(-2) == -2
+
+
+def test_a_record_that_contradicts_its_gates_is_not_rebuilt(tmp_path):
+    """python -m harness report on a hand-edited results.json: accuracy 0.05 beside "passed", a
+    "pass" verdict beside a failed gate: refused, saying what contradicts what."""
+    import json
+
+    from harness.report import ReportError
+    from harness.report.render import rebuild
+
+    gate = {"test": "t", "model": "baseline", "label": None, "metric": "accuracy", "kind": "min", "bound": 0.84,
+            "limit": None, "value": 0.86, "status": "passed", "message": "accuracy=0.86 >= min 0.84"}
+    record = {"run": {}, "models": {"baseline": {"metrics": {"accuracy": 0.86}}}, "gates": [gate],
+              "verdict": {"status": "pass", "reasons": []}}
+    run = tmp_path / "run"
+    run.mkdir()
+    for edit, match in [({"value": 0.05}, r"accuracy_min = 0.05 is 'passed' against min 0.84"),
+                        ({"status": "failed"}, r"the verdict says pass beside 1 failed gate"),
+                        ({}, None)]:
+        rec = json.loads(json.dumps(record))
+        rec["gates"][0].update(edit)
+        if "value" in edit:
+            rec["models"]["baseline"]["metrics"]["accuracy"] = 0.05
+        (run / "results.json").write_text(json.dumps(rec))
+        if match is None:
+            rebuild(run)  # the record as the suite wrote it
+            assert (run / "index.html").exists()
+        else:
+            with pytest.raises(ReportError, match=match):
+                rebuild(run)
+    rec = json.loads(json.dumps(record))
+    rec["models"]["baseline"]["metrics"]["accuracy"] = 0.05  # the metric edited, the gate left alone
+    (run / "results.json").write_text(json.dumps(rec))
+    with pytest.raises(ReportError, match="checked 0.86, but the model's accuracy is 0.05"):
+        rebuild(run)
+
+
+def _suite_option(**given):
+    """pytest's parsed options as fixtures.options reads them: every suite option at its default."""
+    import argparse
+
+    from harness.run import flags
+
+    p = argparse.ArgumentParser()
+    flags.declare(p.add_argument, flags.SUITE)
+    o = p.parse_args([])
+    o.__dict__.update(given)
+    return argparse.Namespace(option=o)
+
+
+def test_an_onnx_file_and_an_architecture_together_are_refused(tmp_path):
+    """--weights model.onnx is a whole model: an --model/--arch beside it would be ignored."""
+    from fixtures.options import options_from
+
+    f = tmp_path / "m.onnx"
+    f.write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"--weights .*m\.onnx is a whole model .* --model my:net would be ignored"):
+        options_from(_suite_option(dataset="fashion-mnist", weights=[str(f)], model="my:net"))
+    with pytest.raises(ValueError, match=r"--arch resnet18 would be ignored"):
+        options_from(_suite_option(dataset="fashion-mnist", weights=[str(f)], arch="resnet18"))
+    o = options_from(_suite_option(dataset="fashion-mnist", model=str(f)))
+    assert o.weights == f and o.weights_flag == "--model" and o.arch is None  # messages then name --model
+
+
+def test_a_single_valued_option_given_twice_is_refused():
+    import argparse
+
+    from harness.run import flags
+
+    p = argparse.ArgumentParser(exit_on_error=False)
+    flags.declare(p.add_argument, ("ood", "segment-metadata"))
+    with pytest.raises(argparse.ArgumentError, match=r"--ood: given twice \(a and b\)"):
+        p.parse_args(["--ood", "a", "--ood", "b"])
+    assert p.parse_args(["--ood", "a", "--ood", "a"]).ood == "a"  # the same value twice is harmless

@@ -160,6 +160,38 @@ class ModelData:
         return self._samples
 
 
+def contradictions(record: dict) -> list[str]:
+    """Where a record contradicts itself (a hand-edited results.json): a gate whose status does
+    not follow from its value and bound, a gate's value that is not the model's metric, a verdict
+    that does not follow from the gates. Empty for a record the suite wrote."""
+    out = []
+    models = record.get("models") or {}
+    failing = 0
+    for g in record.get("gates") or []:
+        if not isinstance(g, dict):
+            continue
+        status, kind, value, bound = g.get("status"), g.get("kind"), g.get("value"), g.get("bound")
+        failing += status in ("failed", "xpass")
+        label = f"[{g['label']}]" if g.get("label") else ""
+        what = f"{g.get('model')}: {g.get('metric')}{label}_{kind}"
+        if kind in ("min", "max") and status in ("passed", "failed", "xfail", "xpass") and \
+                isinstance(value, int | float) and isinstance(bound, int | float):
+            fails = value < bound if kind == "min" else value > bound
+            if fails != (status in ("failed", "xfail")):
+                out.append(f"{what} = {value:g} is {status!r} against {kind} {bound:g}")
+        metric = (models.get(g.get("model")) or {}).get("metrics", {}).get(g.get("metric"))
+        if not g.get("label") and kind in ("min", "max") and isinstance(metric, int | float) and \
+                isinstance(value, int | float) and not math.isclose(metric, value, rel_tol=1e-9, abs_tol=1e-12) and \
+                "mean over" not in str(g.get("message") or ""):
+            out.append(f"{what} checked {value:g}, but the model's {g.get('metric')} is {metric:g}")
+    v = record.get("verdict") or {}
+    if v.get("status") == "pass" and failing:
+        out.append(f"the verdict says pass beside {failing} failed gate(s)")
+    if v.get("status") == "fail" and not failing and not v.get("reasons"):
+        out.append("the verdict says fail with no failed gate and no reason")
+    return out
+
+
 def write_predictions(run_dir: Path, stem: str, arr: Mapping, classes: list[str]) -> tuple[str, str, ModelData]:
     logits = np.asarray(arr["logits"], dtype=np.float32)
     labels = np.asarray(arr["labels"]).astype(np.int64)
@@ -175,6 +207,22 @@ def write_predictions(run_dir: Path, stem: str, arr: Mapping, classes: list[str]
     return npz, csv_rel, data
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula
+
+
+def csv_cell(value):
+    """A text cell a spreadsheet shows as text: one that would start a formula (a class named
+    ``=HYPERLINK(...)``, ``@SUM``, ``-cmd``) gets a leading apostrophe (OWASP's CSV injection
+    advice); numbers, signed ones too, are left as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and value != "-":  # "-": a missing value
+        try:
+            float(value.rstrip("%"))  # a signed number ("-0.012", "+1.5%") is data, not a formula
+            return value
+        except ValueError:
+            return "'" + value
+    return value
+
+
 def write_predictions_csv(run_dir: Path, stem: str, data: ModelData, classes: list[str]) -> str:
     s = data.samples
     names = record_classes({"classes": classes}, s.num_classes)
@@ -182,7 +230,7 @@ def write_predictions_csv(run_dir: Path, stem: str, data: ModelData, classes: li
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "label", "label_name", "pred", "pred_name", "confidence", "correct"])
     for i, y, p, c in zip(s.ids.tolist(), s.labels.tolist(), s.pred.tolist(), s.conf.tolist()):
-        w.writerow([i, y, names[y], p, names[p], f"{c:.6f}", int(y == p)])
+        w.writerow([i, y, csv_cell(names[y]), p, csv_cell(names[p]), f"{c:.6f}", int(y == p)])
     rel = f"predictions/{stem}.csv"
     atomic_write_text(run_dir / rel, buf.getvalue())
     return rel

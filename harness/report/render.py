@@ -48,6 +48,8 @@ from .io import (
     SUMMARY,
     ModelData,
     ReportError,
+    contradictions,
+    csv_cell,
     dumps,
     jsonable,
     list_files,
@@ -108,8 +110,8 @@ def _per_class_csv(record: dict) -> str:
     headers, rows, _ = tables.per_class_rows(record)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(headers)
-    w.writerows(rows)
+    w.writerow([csv_cell(h) for h in headers])
+    w.writerows([[csv_cell(c) for c in row] for row in rows])
     return buf.getvalue()
 
 
@@ -226,6 +228,11 @@ def write_run(record: dict, run_dir: str | Path, arrays: Mapping | None = None,
 def rebuild(run_dir: str | Path) -> Path:
     """Re-render figures, summary.md, index.html and results.json of a finished run."""
     record, run_dir = load_results(run_dir)
+    wrong = contradictions(record)
+    if wrong:  # a page is never rebuilt from a record that contradicts itself
+        raise ReportError(f"{run_dir / RESULTS} contradicts itself ({'; '.join(wrong[:3])}"
+                          f"{f'; and {len(wrong) - 3} more' if len(wrong) > 3 else ''}): it was edited or damaged, so "
+                          "no report is rebuilt from it; rerun the suite to write it again")
     record.pop("figures", None)
     problems = []
     for m, entry in (record.get("models") or {}).items():

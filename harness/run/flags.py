@@ -16,6 +16,21 @@ DATASET_HELP = ("the dataset: fashion-mnist, cifar10, cifar100, a folder (train/
                 "(x_train, y_train, x_test, y_test), or a name in datasets.toml")
 
 
+class Once(argparse._StoreAction):
+    """A single-valued option given twice with different values is an error, not a silent choice
+    of the last (``--ood A --ood B`` would measure B alone)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        before = getattr(namespace, self.dest, self.default)
+        if before not in (None, self.default) and before != values:
+            raise argparse.ArgumentError(self, f"given twice ({before} and {values}): it takes one value; give it once")
+        setattr(namespace, self.dest, values)
+
+
+ONCE = ("dataset", "datasets", "model", "arch", "gates", "report-dir", "data-root", "cache-dir", "cases-file", "ood",
+        "new-images", "segment-metadata")  # single-valued paths and names: given twice is a mistake
+
+
 def _int(text: str, what: str) -> int:
     try:
         return int(text)
@@ -212,4 +227,6 @@ def declare(add: Callable, names, **overrides) -> None:
     table = _options()
     for name in names:
         kwargs = {**table[name], **overrides.get(name.replace("-", "_"), {})}
+        if name in ONCE and "action" not in kwargs:
+            kwargs["action"] = Once
         add(f"--{name}", **kwargs)

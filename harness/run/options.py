@@ -37,6 +37,7 @@ class Options:
     flip_invariant: bool | None = None
     arch: str | None = None  # an architecture: small-cnn, resnet18, a torchvision name, or module:function
     weights: Path | None = None  # a trained state dict: the baseline is stressed as it is, not trained
+    weights_flag: str = "--weights"  # the option that named it (--model for an .onnx file): messages say it
     cases: list[str] = field(default_factory=list)  # named cases: test ids, or file names for one's own data
     seeds: int = 1  # each recipe trained with this many seeds (recipe.seed, +1, ...)
     seed: int | None = None  # the base seed of every recipe (None: each recipe's own, 42)

@@ -260,13 +260,13 @@ class Plan:
         checkpoints = {"baseline": self.options.weights} if self.options.weights is not None else {}
         checkpoints.update(self.options.candidate_weights)
         for model, path in checkpoints.items():
+            what = f"{self.options.weights_flag if model == 'baseline' else '--weights'} {path}"
             if Path(path).suffix.lower() == ".onnx":  # its shape, classes and input convention against the data
                 from .. import deploy
 
-                probe(deploy.load_artifact(path, self.data), self.data, f"--weights {path}")
+                probe(deploy.load_artifact(path, self.data, what), self.data, what)
                 continue
-            probe(models_mod.load_weights(self.recipes[model].arch, self.dataset, path), self.data,
-                  f"--weights {path}")
+            probe(models_mod.load_weights(self.recipes[model].arch, self.dataset, path), self.data, what)
         for arch in dict.fromkeys(r.arch for m, r in self.recipes.items() if m not in self.providers):
             try:
                 built = models_mod.for_data(arch, self.data)
