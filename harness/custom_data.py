@@ -233,9 +233,10 @@ def _from_npz(path: Path, name: str, image_size: int | None, flip: bool) -> Data
 
 def _decode(path: Path, keep_float: bool = False) -> np.ndarray:
     """HWC uint8 (C = 1 or 3) with Pillow; raises DatasetFormatError naming the file. A 32-bit
-    float image ("F") is read by its range, never cast (a cast makes [0, 1] all black): with
-    ``keep_float`` it is returned as float64 for ``scale_floats`` to scale with its folder (a
-    dark image of a [0, 255] folder would otherwise look like one in [0, 1])."""
+    float image ("F") is read by its range, never cast (a cast makes [0, 1] all black), and a
+    16/32-bit integer one likewise (8-bit values in a 16-bit file are kept, not divided by
+    65535): with ``keep_float`` they are returned as float64 / int64 for ``scale_floats`` to scale
+    with their folder (a dark image of a [0, 255] folder would otherwise look like one in [0, 1])."""
     from PIL import Image
 
     try:
@@ -244,8 +245,9 @@ def _decode(path: Path, keep_float: bool = False) -> np.ndarray:
             if im.mode == "F":
                 arr = np.asarray(im, dtype=np.float64)
                 arr = _checked_float(arr, path) if keep_float else _from_float(arr, path)
-            elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = (np.asarray(im, dtype=np.float64) / 65535 * 255).round().astype(np.uint8)
+            elif im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16- and 32-bit integers: scaled by their folder's range
+                arr = np.asarray(im, dtype=np.int64)
+                arr = arr if keep_float else _from_wide(arr, path)
             else:
                 if im.mode not in ("L", "RGB"):
                     im = im.convert("L" if im.mode in ("1", "LA", "P") and im.getbands()[0] in ("L", "1") else "RGB")
@@ -257,7 +259,7 @@ def _decode(path: Path, keep_float: bool = False) -> np.ndarray:
                                  "remove it or convert it to PNG or JPEG") from exc
     if arr.ndim == 2:
         arr = arr[..., None]
-    return np.ascontiguousarray(arr, dtype=np.float64 if arr.dtype == np.float64 else np.uint8)
+    return np.ascontiguousarray(arr, dtype=arr.dtype if arr.dtype in (np.float64, np.int64) else np.uint8)
 
 
 def _checked_float(a: np.ndarray, path: Path) -> np.ndarray:
@@ -267,23 +269,52 @@ def _checked_float(a: np.ndarray, path: Path) -> np.ndarray:
 
 
 def scale_floats(decoded: dict, where) -> None:
-    """Float images (``_decode(keep_float=True)``) of one folder as 8-bit, in place, all by one
-    scale decided by the whole folder's range: [0, 1] scaled by 255, [0, 255] kept; any other
-    range is refused, naming the file that leaves it."""
-    floats = {p: a for p, a in decoded.items() if a.dtype == np.float64}
-    if not floats:
-        return
-    lo_p = min(floats, key=lambda p: float(floats[p].min()))
-    hi_p = max(floats, key=lambda p: float(floats[p].max()))
-    lo, hi = float(floats[lo_p].min()), float(floats[hi_p].max())
-    if lo < 0 or hi > 255:
+    """Float and 16/32-bit integer images (``_decode(keep_float=True)``) of one folder as 8-bit,
+    in place, each kind by one scale decided by the whole folder's range (``_folder_scale``)."""
+    for kind, of_kind in (("float", np.float64), ("integer", np.int64)):
+        found = {p: a for p, a in decoded.items() if a.dtype == of_kind}
+        if found:
+            factor = _folder_scale(found, where, kind)
+            for p, a in found.items():
+                decoded[p] = (a * factor).round().astype(np.uint8)
+
+
+def _folder_scale(found: dict, where, kind: str) -> float:
+    """The factor that brings a folder's float or wide-integer images to 0-255. Floats: [0, 1]
+    scaled by 255, [0, 255] kept; 16/32-bit integers: [0, 255] kept (8-bit values in a wider
+    file), [0, 65535] scaled by 255 / 65535. One folder is one range: a few images past the
+    range the rest keep (one pixel at 1.5 among floats in [0, 1]) are refused, naming them,
+    rather than switching the whole folder to another reading; so is anything past 65535."""
+    peaks = {p: float(a.max()) for p, a in found.items()}
+    lo_p = min(found, key=lambda p: float(found[p].min()))
+    lo = float(found[lo_p].min())
+    hi_p = max(peaks, key=peaks.get)
+    hi = peaks[hi_p]
+    small, full = (1.0, 255.0) if kind == "float" else (255.0, 65535.0)
+    if lo < 0 or hi > full:
         bad = lo_p if lo < 0 else hi_p
+        fix = ("rescale them, e.g. to (x - x.min()) / (x.max() - x.min())" if kind == "float" else
+               "save them as 8- or 16-bit images")
         raise DatasetFormatError(
-            f"{where}: float images with values from {lo:.4g} to {hi:.4g} ({bad} leaves 0-255): the harness reads "
-            "float images in [0, 1] or in [0, 255]; rescale them, e.g. to (x - x.min()) / (x.max() - x.min())")
-    factor = 255.0 if hi <= 1.0 else 1.0
-    for p, a in floats.items():
-        decoded[p] = (a * factor).round().astype(np.uint8)
+            f"{where}: {kind} images with values from {lo:.6g} to {hi:.6g} ({bad} leaves 0-{full:g}): the harness reads "
+            f"{'float images in [0, 1] or in [0, 255]' if kind == 'float' else '16-bit images in 0-255 or 0-65535'}; "
+            f"{fix}")
+    over = sorted(p for p, v in peaks.items() if v > small)
+    if over and len(over) < len(peaks) / 2:  # most images in the small range: the others leave it
+        shown = ", ".join(f"{p} (max {peaks[p]:.4g})" for p in over[:3]) + (f" and {len(over) - 3} more" if len(over) > 3
+                                                                             else "")
+        raise DatasetFormatError(
+            f"{where}: {len(peaks) - len(over)} of {len(peaks)} {kind} images lie in 0-{small:g} but {len(over)} go past "
+            f"it: {shown}. One folder is read at one scale, and theirs would change every image's; clip or rescale "
+            "those images (or all of them) to one range")
+    if kind == "float":
+        return 255.0 if hi <= 1.0 else 1.0
+    return 1.0 if hi <= 255 else 255.0 / 65535.0
+
+
+def _from_wide(a: np.ndarray, path: Path) -> np.ndarray:
+    """One 16/32-bit integer image as 8-bit, by its own range (``_folder_scale``'s rule)."""
+    return (a * _folder_scale({path: a}, path, "integer")).round().astype(np.uint8)
 
 
 def _from_float(a: np.ndarray, path: Path) -> np.ndarray:

@@ -74,6 +74,48 @@ def test_float_images_of_another_range_and_blank_images_are_refused(tmp_path):
         custom_data.load(str(tmp_path / "black.npz"))
 
 
+def _png16(root: Path, images: dict[str, list[np.ndarray]]) -> Path:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for cls, arrays in images.items():
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i, a in enumerate(arrays):
+                Image.fromarray(a.astype(np.uint16)).save(d / f"{i}.png")  # 16-bit greyscale PNG ("I;16")
+    return root
+
+
+def test_16_bit_images_are_read_by_their_folders_range(tmp_path):
+    """16-bit PNGs holding 8-bit values keep them (they were divided by 65535: every pixel 0 or 1,
+    and accuracy 1.0); true 16-bit images are scaled by 255 / 65535."""
+    rng = np.random.default_rng(3)
+    eight = {c: [rng.integers(0, 256, (8, 8)) for _ in range(12)] for c in ("a", "b")}
+    ds = custom_data.load(str(_png16(tmp_path / "eight", eight)))
+    pos = list(ds.test_names).index("test/a/0.png")
+    assert np.array_equal(np.asarray(ds.test_x[pos, 0]), eight["a"][0])
+    sixteen = {c: [rng.integers(0, 65536, (8, 8)) for _ in range(12)] for c in ("a", "b")}
+    ds = custom_data.load(str(_png16(tmp_path / "sixteen", sixteen)))
+    pos = list(ds.test_names).index("test/a/0.png")
+    assert np.array_equal(np.asarray(ds.test_x[pos, 0]), (sixteen["a"][0] * 255 / 65535).round())
+
+
+def test_32_bit_integers_past_16_bits_and_a_float_folder_of_two_ranges_are_refused(tmp_path):
+    """A 32-bit TIFF above 65535 wrapped around modulo 256; one pixel at 1.5 among floats in
+    [0, 1] switched the whole folder to the 0-255 reading: both are refused, naming the file."""
+    rng = np.random.default_rng(4)
+    wide = {c: [rng.integers(0, 200_000, (8, 8)).astype(np.int32) for _ in range(6)] for c in ("a", "b")}
+    with pytest.raises(DatasetFormatError, match=r"integer images with values from \d+ to \d{6} \(\S+\.tiff leaves "
+                                                  r"0-65535\)"):
+        custom_data.load(str(_folder(tmp_path / "wide", wide, "I")))
+    unit = {c: [rng.random((8, 8)).astype(np.float32) for _ in range(12)] for c in ("a", "b")}
+    unit["b"][3] = unit["b"][3].copy()
+    unit["b"][3][0, 0] = 1.5
+    with pytest.raises(DatasetFormatError, match=r"46 of 48 float images lie in 0-1 but 2 go past it: \S+3\.tiff "
+                                                  r"\(max 1\.5\)"):
+        custom_data.load(str(_folder(tmp_path / "mixed", unit, "F")))
+
+
 @pytest.mark.parametrize("x, hint", [
     (np.random.default_rng(0).random((12, 8, 8)), r"they lie in \[0\.\d+, 1\]: convert with \(x \* 255\)\.round"),
     (np.random.default_rng(0).random((12, 8, 8)) * 255, r"they lie in \[[\d.]+, 2\d\d\.?\d*\]: convert with "
