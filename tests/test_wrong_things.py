@@ -412,3 +412,46 @@ def test_a_diverged_model_is_one_failure_and_its_other_tests_point_there(pyteste
     assert len(said) == 1, out
     assert "During handling of the above exception" not in out, out
     assert "nan diverged (why: the failure of " in out  # ... the others point there
+
+
+class _DropoutAtEval(__import__("torch").nn.Module):
+    def __init__(self):
+        import torch
+
+        super().__init__()
+        self.fc = torch.nn.Linear(784, 10)
+
+    def forward(self, x):
+        import torch.nn.functional as F
+
+        return self.fc(F.dropout(x.flatten(1), 0.5, training=True))  # the deployment bug: always on
+
+
+class _BatchStats(__import__("torch").nn.Module):
+    def __init__(self):
+        import torch
+
+        super().__init__()
+        self.fc = torch.nn.Linear(784, 10)
+        self.bn = torch.nn.BatchNorm1d(10, track_running_stats=False)  # batch statistics in eval mode too
+
+    def forward(self, x):
+        return self.bn(self.fc(x.flatten(1)))
+
+
+def test_a_model_that_is_random_or_batch_dependent_at_evaluation_is_refused(tmp_path):
+    """Dropout applied at evaluation (outputs differ on every call) and BatchNorm on batch
+    statistics (outputs depend on the batch) passed: both are refused before training."""
+    import torch
+
+    from harness.data import load
+    from harness.run.plan import probe
+
+    write_idx_world(tmp_path / "data", n_train=60, n_test=20)
+    ds = load("fashion-mnist", str(tmp_path / "data"))
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="other outputs for the same images on a second pass in eval mode"):
+        probe(_DropoutAtEval(), ds, "--model m:dropout")
+    with pytest.raises(ValueError, match="fails on one image alone in eval mode .*BatchNorm using the batch's statistics"):
+        probe(_BatchStats(), ds, "--model m:bn")
+    probe(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), ds, "--model m:fine")  # passes

@@ -50,7 +50,8 @@ def weights_provider(path: Path) -> Provider:
 def probe(model: torch.nn.Module, ds: data.Dataset, what: str, finite: bool = True, trained: bool = True) -> None:
     """One batch of two training images through a model, before any training: it must give
     one finite logit per class for each image (a model of one's own that returns the wrong
-    width, one output, or NaN is a usage error now, not a wrong number later)."""
+    width, one output, or NaN is a usage error now, not a wrong number later), the same ones
+    on a second pass (no dropout at evaluation) and for an image alone (no batch statistics)."""
     from ..evaluate import to_float
 
     x = to_float(ds.train_x[:2])
@@ -71,6 +72,27 @@ def probe(model: torch.nn.Module, ds: data.Dataset, what: str, finite: bool = Tr
                "negative, an uninitialised buffer)")
         raise ValueError(f"{what} gives non-finite outputs (NaN or inf) in eval mode on the first training images: "
                          f"{fix}")
+    batch_stats = ("BatchNorm using the batch's statistics (track_running_stats=False, or a layer left in training "
+                   "mode), so a prediction would depend on what it was evaluated with. Use running statistics in eval "
+                   "mode")
+    with torch.no_grad():
+        again = model.eval()(x)
+        try:
+            alone = model.eval()(x[:1])
+        except Exception as exc:  # noqa: BLE001 - e.g. BatchNorm on batch statistics cannot take one image
+            raise ValueError(f"{what} fails on one image alone in eval mode ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:160]}): {batch_stats}") from exc
+    scale = float(out.detach().abs().max()) + 1e-6
+    if not torch.isfinite(out).all():
+        pass  # an untrained model's non-finite outputs are its training's problem (checked there)
+    elif not torch.allclose(out, again, rtol=1e-4, atol=1e-5 * scale):
+        raise ValueError(f"{what} gives other outputs for the same images on a second pass in eval mode: randomness at "
+                         "evaluation (dropout called with training=True, noise or sampling in forward()), so every "
+                         "number would change from run to run. Make forward() deterministic in eval mode")
+    elif not torch.allclose(out[:1], alone, rtol=1e-3, atol=1e-4 * scale):
+        raise ValueError(f"{what}: an image's outputs depend on the other images in its batch in eval mode (alone "
+                         f"{[round(v, 4) for v in alone[0, :3].tolist()]} vs in a batch of {len(x)} "
+                         f"{[round(v, 4) for v in out[0, :3].tolist()]}): {batch_stats}")
     if looks_like_probabilities(out):
         raise ValueError(f"{what} returns probabilities (every output in [0, 1], each row summing to 1), not logits: "
                          "the harness applies the softmax itself, so its confidences would be a softmax of "
