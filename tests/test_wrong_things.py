@@ -455,3 +455,20 @@ def test_a_model_that_is_random_or_batch_dependent_at_evaluation_is_refused(tmp_
     with pytest.raises(ValueError, match="fails on one image alone in eval mode .*BatchNorm using the batch's statistics"):
         probe(_BatchStats(), ds, "--model m:bn")
     probe(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), ds, "--model m:fine")  # passes
+
+
+def test_a_test_split_copied_from_the_training_split_is_refused(tmp_path):
+    """A test split that is the training split again passed (leakage_share = 1, unbounded): refused
+    before training; a few shared images (as real datasets have) are the leakage family's."""
+    from harness.run.plan import check_held_out
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (40, 8, 8), dtype=np.uint8)
+    y = np.arange(40) % 2
+    np.savez(tmp_path / "copy.npz", x_train=x, y_train=y, x_test=x[:20], y_test=y[:20])
+    with pytest.raises(ValueError, match="20 of 20 test images are byte-for-byte copies of training images"):
+        check_held_out(custom_data.load(str(tmp_path / "copy.npz")))
+    other = rng.integers(0, 256, (20, 8, 8), dtype=np.uint8)
+    other[:3] = x[:3]  # a few duplicates: measured by the leakage family, not refused
+    np.savez(tmp_path / "some.npz", x_train=x, y_train=y, x_test=other, y_test=y[:20])
+    check_held_out(custom_data.load(str(tmp_path / "some.npz")))

@@ -100,6 +100,29 @@ def probe(model: torch.nn.Module, ds: data.Dataset, what: str, finite: bool = Tr
                          "(a log-softmax is fine)")
 
 
+COPIED_SHARE_MAX = 0.5  # more of the test split found byte for byte in the training images: not held out
+
+
+def check_held_out(ds: data.Dataset) -> None:
+    """The test split must not be a copy of the training images: with more than half of its
+    images found byte for byte among them (a copied folder, a split written twice), every
+    number would measure memory, not generalisation; refused before training. (Near-duplicates
+    short of that are the leakage family's to measure.)"""
+    import hashlib
+
+    def digests(x) -> list[bytes]:
+        a = x.numpy() if hasattr(x, "numpy") else x
+        return [hashlib.blake2b(img.tobytes(), digest_size=16).digest() for img in a]
+
+    train = set(digests(ds.train_x))
+    test = digests(ds.test_x)
+    copied = sum(d in train for d in test)
+    if test and copied > COPIED_SHARE_MAX * len(test):
+        raise ValueError(f"{ds.name}: {copied} of {len(test)} test images are byte-for-byte copies of training images: "
+                         "the test split is not held out (a copied folder, or the training split written twice), so "
+                         "every number would measure memory. Give a test split of other images")
+
+
 def looks_like_probabilities(out: torch.Tensor) -> bool:
     """Outputs that are a softmax's: in [0, 1], each row summing to 1 (logits never are)."""
     out = out.detach().float()
@@ -277,6 +300,7 @@ class Plan:
         """Checks that need the data (made before any training): the named cases exist, every
         class a per-class bound names exists, and a ``--weights`` file fits its model."""
         self.named_positions()
+        check_held_out(self.data)
         if self.gates is not None:
             self.gates.check_classes(self.dataset_name, self.data.classes)
         checkpoints = {"baseline": self.options.weights} if self.options.weights is not None else {}
