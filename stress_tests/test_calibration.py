@@ -1,7 +1,7 @@
 """Calibration: top-label ECE over 15 equal-width bins, split into its overconfident and
 underconfident parts (harness/metrics), so a bound can forbid overconfidence without punishing a
-model that became cautious; the Brier score and the ECE over equal-mass bins (classwise ECE is
-reported)."""
+model that became cautious; the fitted temperature (Guo et al. 2017) on both sides; the Brier
+score and the ECE over equal-mass bins (classwise ECE is reported)."""
 
 import pytest
 
@@ -10,6 +10,13 @@ pytestmark = pytest.mark.calibration
 
 def test_ece(gate):
     gate("ece")
+
+
+def test_temperature(gate):
+    """The temperature that would calibrate the model (minimising the test NLL of softmax(z / T)):
+    bounded on both sides, it catches logits made sharper (T above its range) or flatter (below),
+    which ECE's bins blur."""
+    gate("temperature")
 
 
 def test_ece_over(gate):

@@ -235,6 +235,32 @@ def test_ood_metrics_fail_for_a_model_confident_on_everything():
         metrics.ood_auroc(good, "digits")
 
 
+def test_pooled_auroc_is_the_auroc_against_the_union_and_fails_a_model_sure_of_garbage():
+    """ood_far_auroc / ood_near_auroc: one score's AUROC against every far (near) set pooled,
+    checked against scikit-learn on the concatenation; a model sure of noise fails the far one
+    while the near one, untouched, passes."""
+    from harness.metrics.beyond import pooled_auroc
+
+    rng = np.random.default_rng(1)
+    test = ood.scores(rng.normal(size=(400, 10)) * 0.5 + np.eye(10)[rng.integers(0, 10, 400)] * 8)
+    sets = {name: ood.scores(rng.normal(size=(300, 10)) * s) for name, s in
+            (("uniform", 0.5), ("blank", 1.0), ("shuffled", 3.0), ("digits", 2.0))}
+    ev = {"test": test, **sets}
+    far = np.concatenate([sets[n]["energy"] for n in ("uniform", "blank", "shuffled")])
+    y = np.r_[np.ones(400), np.zeros(len(far))]
+    assert pooled_auroc(ev, "energy", "far") == pytest.approx(skm.roc_auc_score(y, np.r_[test["energy"], far]))
+    assert metrics.get("ood_far_auroc").compute(ev, index="msp") == pooled_auroc(ev, "msp", "far")
+    assert pooled_auroc(ev, "msp", "near") == pytest.approx(ood.auroc(test["msp"], sets["digits"]["msp"]))
+    sure = {**ev, "uniform": ood.scores(np.eye(10)[rng.integers(0, 10, 300)] * 30.0),
+            "blank": ood.scores(np.eye(10)[rng.integers(0, 10, 300)] * 30.0)}
+    fails_with("ood_far_auroc", "min", 0.8, pooled_auroc(sure, "msp", "far"), r"ood_far_auroc=0\.[0-7]\d* < min 0\.8 .*")
+    assert pooled_auroc(sure, "msp", "near") == pooled_auroc(ev, "msp", "near")
+    with pytest.raises(metrics.NotApplicable, match="no near OOD set was measured"):
+        pooled_auroc({"test": test, "uniform": sets["uniform"]}, "msp", "near")
+    with pytest.raises(metrics.NotApplicable, match="penultimate features"):
+        pooled_auroc(ev, "knn", "far")
+
+
 class _Data:
     """The parts of a Dataset the OOD sets read."""
 
