@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 
 from harness import calibrate, metrics, recipes
-from harness.calibrate import Rule, derive, derive_effects, derive_metric, render, round_out, tolerance_factor
+from harness.calibrate import (
+    Rule,
+    bounds_count,
+    derive,
+    derive_effects,
+    derive_metric,
+    render,
+    round_out,
+    tolerance_factor,
+)
 from harness.gates import Gates
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,7 +220,8 @@ def test_a_rendered_table_loads_and_every_bound_is_recomputed_from_its_evidence(
         for label, bound in (gate.bound.items() if gate.per_label else [(None, gate.bound)]):
             ev = gate.evidence[label] if label else gate.evidence
             again, _ = Rule(ev["calibration"]["confidence"]).bound(
-                ev["values"], gate.kind, len(ev["calibration"]["seeds"]), ev["quantum"], ev["scale"], ev["coverage"])
+                ev["values"], gate.kind, len(ev["calibration"]["seeds"]), ev["quantum"], ev["scale"], ev["coverage"],
+                ev["k"] if ev.get("multiplier") == "tail" else None)
             assert again == bound, (key, label)
 
 
@@ -261,3 +271,94 @@ def test_a_calibration_end_to_end_on_a_tiny_dataset_at_two_thread_counts(tmp_pat
     assert {p: p.stat().st_mtime_ns for p in evidence} == stamps, "the evidence was measured again"
     body = lambda text: text.split("[parts.smoke.baseline]", 1)[1]  # noqa: E731 - the tables, not the header
     assert body(out.read_text()) == body(first) and math.isfinite(again["seconds"])
+
+
+def test_the_multiplier_comes_from_the_residuals_tail_and_falls_back_to_the_tolerance_factor():
+    """Normal residuals over 12 seeds: the tail fit's q lies near the normal quantile (above it:
+    the fit's upper 95% point over a bootstrap of seeds); too few residuals: no fit."""
+    from scipy import stats
+
+    from harness.calibrate.rule import tail_multiplier
+
+    rng = np.random.default_rng(3)
+    seeds = np.repeat(np.arange(12), 2)
+    r = rng.standard_t(10, size=(24, 300))  # LOSO residuals of 300 metrics over 12 seeds are t-like
+    fit = tail_multiplier(r, seeds, 1e-4)
+    z = stats.t.ppf(1 - 1e-4, 10)
+    assert fit is not None and z * 0.9 < fit["point"] < z * 1.15 and fit["q"] >= fit["point"]
+    assert fit["seeds"] == 12 and fit["residuals"] == r.size
+    assert tail_multiplier(r[:, :2], seeds, 1e-4) is None  # 48 residuals: too few in the tail
+    assert tail_multiplier(r[:8], seeds[:8], 1e-4) is None  # 4 seeds
+
+
+def test_loso_residuals_leave_the_whole_seed_out():
+    from harness.calibrate.rule import Scale, loso_residuals
+
+    vals = [1.0, 1.1, 2.0, 2.1, 3.0, 3.1, 4.0, 4.1]
+    seeds = [0, 0, 1, 1, 2, 2, 3, 3]
+    r = loso_residuals(vals, seeds, Scale("linear"))
+    other = np.array(vals[2:])
+    assert r[0] == pytest.approx((1.0 - other.mean()) / (other.std(ddof=1) * np.sqrt(1 + 1 / 3)))
+
+
+def test_the_bound_for_a_mean_of_seeds_narrows_with_their_number():
+    """--seeds N judges the recipe: the mean of N new seeds' values against the rule's bound for a
+    mean (sd * sqrt(1/N + 1/n) in place of sd * sqrt(1 + 1/n)); N = 1 is the single-run bound."""
+    from harness.calibrate.rule import mean_bound
+
+    vals = list(np.linspace(0.80, 0.86, 24))
+    k = 4.8 * np.sqrt(1 + 1 / 12)
+    single, ev = Rule().bound(vals, "min", 12, 0.0001, "linear", 0.9997, k=k)
+    assert ev["multiplier"] == "tail"
+    bounds = [mean_bound(ev, "min", n) for n in (2, 3, 6)]
+    assert single < bounds[0] < bounds[1] < bounds[2] < np.mean(vals)
+    sd = np.std(vals, ddof=1)
+    assert bounds[2] == round_out(np.mean(vals) - 4.8 * sd * np.sqrt(1 / 6 + 1 / 12), "min")
+    assert mean_bound(ev, "min", 1) is None  # one seed: the single-run bound as it stands
+    _, tol = Rule().bound(vals, "min", 12, 0.0001, "linear", 0.9997)
+    assert mean_bound(tol, "min", 3) is None  # a tolerance-factor bound has no residual law to narrow
+
+
+def test_a_mean_over_seeds_is_checked_against_the_bound_for_its_number_of_seeds():
+    from harness.gates import Gate, check
+    from harness.run.book import _for_mean
+
+    vals = list(np.linspace(0.80, 0.86, 24))
+    single, ev = Rule().bound(vals, "min", 12, 0.0001, "linear", 0.9997, k=5.0)
+    g = Gate("accuracy", "min", single, "t.toml [d.smoke.baseline]", evidence=ev)
+    mid = None
+    for v in np.linspace(single, np.mean(vals), 200):  # a mean that passes one run's bound, fails the recipe's
+        g3, value = _for_mean(g, [v, v, v])
+        if check(g, v).passed and not check(g3, value).passed:
+            mid = v
+            break
+    assert mid is not None and "the bound for the mean of 3 seeds on the linear scale" in g3.source
+    # on the log scale the mean is taken there (the geometric mean, offset): not the raw mean
+    _, ev_log = Rule().bound([0.01, 0.02, 0.015, 0.03] * 6, "max", 12, 0.0, "log", 0.9997, k=5.0)
+    g_log = Gate("ece", "max", 0.1, "t", evidence=ev_log)
+    _, value = _for_mean(g_log, [0.01, 0.04])
+    assert value == pytest.approx(np.exp(np.mean(np.log(np.array([0.01, 0.04]) + 0.005))) - 0.005)
+    assert _for_mean(Gate("accuracy", "min", 0.5, "policy"), [0.6, 0.7]) == (Gate("accuracy", "min", 0.5, "policy"),
+                                                                           pytest.approx(0.65))
+
+
+def test_tables_are_derived_again_from_the_values_they_keep(tmp_path):
+    """--rederive: the improvements table from its own evidence and the base table's baseline
+    (the same runs): it loads, every bound is recomputed from its evidence, what the file kept
+    no values for stays unbounded with its reason, and documented effects stay."""
+    from harness.calibrate.rederive import rederive
+
+    gates = ROOT / "gates"
+    out = tmp_path / "imp.toml"
+    summary = rederive(gates / "fashion-mnist.smoke-improvements.toml", [gates / "fashion-mnist.smoke.toml"], out,
+                       ROOT / "gates.toml")
+    assert set(summary["tables"]) == {"label-smoothing", "cutmix"}  # the baseline paired with, not written
+    assert summary["meta"]["run_bounds"] > max(bounds_count(d) for d in summary["tables"].values())
+    g = Gates.load(out)
+    ev = g.absolute("fashion-mnist", "smoke", "cutmix")["accuracy_min"].evidence
+    again, _ = Rule().bound(ev["values"], "min", ev["seeds"], ev["quantum"], ev["scale"], ev["coverage"],
+                            ev["k"] if ev.get("multiplier") == "tail" else None)
+    assert again == g.absolute("fashion-mnist", "smoke", "cutmix")["accuracy_min"].bound
+    assert g.relative("fashion-mnist", "smoke", "label-smoothing")["confident_errors_99_effect"].bound == "improves"
+    with pytest.raises(ValueError, match="no values of baseline"):
+        rederive(gates / "fashion-mnist.smoke-improvements.toml", [], tmp_path / "x.toml", ROOT / "gates.toml")

@@ -343,7 +343,7 @@ def test_every_calibrated_bound_recomputes_from_its_evidence_by_the_stated_rule(
                 else:
                     rule = Rule(ev["calibration"]["confidence"], ev["calibration"]["false_alarm_budget"])
                     expected, _ = rule.bound(ev["values"], side, ev["seeds"], ev["quantum"], ev["scale"],
-                                             ev["coverage"])
+                                             ev["coverage"], ev["k"] if ev.get("multiplier") == "tail" else None)
                 assert bounds[label] == expected, (ds, profile, model, gate.key, label, bounds[label], expected)
                 checked += 1
     assert checked >= 100  # the Fashion-MNIST smoke tables are calibrated

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from ..gates import Gates, recipe_of
-from .derive import Derived, bounds_count, derive, derive_effects, derive_metric
+from .derive import Derived, bounds_count, derive, derive_effects, derive_metric, run_bounds
 from .rule import ALPHA_RUN, CONFIDENCE, COVERAGE, SIGNIFICANT, STORED, Rule, round_out, stored, tolerance_factor
 from .runs import Task, run_task, run_tasks
 from .write import machine, render
@@ -44,8 +44,7 @@ def calibrate(dataset: str, profile: str, seeds: list[int], threads: list[int], 
     """Run the calibration and write ``out``; returns a summary (tables, seconds).
     ``skip_baseline``: the baseline is trained and measured (the candidates' effects pair with
     it) but its table is not written: another calibration of more seeds writes it."""
-    rule = rule or Rule()
-    from .. import cache, cards, recipes
+    from .. import cache
 
     t0 = time.perf_counter()
     cache_root = Path(cache_dir) if cache_dir else cache.default_cache_dir()
@@ -53,7 +52,25 @@ def calibrate(dataset: str, profile: str, seeds: list[int], threads: list[int], 
     tasks = [Task(dataset, profile, s, t, tuple(candidates), imbalance, data_root,
                   str(cache_root / f"threads-{t}"), gates=str(gates_path), **task_fields)
              for s in seeds for t in threads]
-    results = run_tasks(tasks, lambda t: jobs or max(1, cores // t), progress)
+    results = run_tasks(tasks, jobs_for=lambda t: jobs or max(1, cores // t), progress=progress)
+    return write_tables(results, dataset, profile, out, gates_path, rule, imbalance, command, skip_baseline, t0)
+
+
+def write_tables(results: list[dict], dataset: str, profile: str, out: Path, gates_path: Path,
+                 rule: Rule | None = None, imbalance: float = 1.0, command: str = "", skip_baseline: bool = False,
+                 t0: float | None = None, keep_unbounded: dict[str, dict[str, str]] | None = None,
+                 keep_effects: dict[str, tuple[dict, dict, dict]] | None = None) -> dict:
+    """Derive every table from the runs' measurements by the rule and write ``out`` (see
+    ``calibrate``). ``keep_unbounded``: per model, reasons to keep for metrics the runs do not
+    hold (a re-derivation from a file that kept no values for them); ``keep_effects``: per model,
+    documented effects as a file has them (gates, evidence, expected), kept where the runs cannot
+    decide them again."""
+    import torch
+
+    from .. import cards, recipes
+
+    rule = rule or Rule()
+    t0 = time.perf_counter() if t0 is None else t0
     gate_profile = cards.gate_profile(profile, imbalance)
     gates = Gates.load(gates_path)
     ds_name = dataset if dataset in recipes.BASELINES else Path(dataset).stem
@@ -68,21 +85,37 @@ def calibrate(dataset: str, profile: str, seeds: list[int], threads: list[int], 
         return found
 
     tables = derive(results, rule, policy_for)
+    per_run = run_bounds(tables)  # the baseline's bounds count though its table is not written
     if skip_baseline:
         tables = {m: t for m, t in tables.items() if recipe_of(m) != "baseline"}
+    for model, reasons in (keep_unbounded or {}).items():
+        if model in tables:
+            d = tables[model]
+            for name, why in reasons.items():
+                if name not in d.evidence and name not in d.unbounded:
+                    d.unbounded[name] = why
     effects = {m: derive_effects(results, m, recipes.DOCUMENTED_EFFECTS[recipe_of(m)])
                for m in tables if recipe_of(m) in recipes.DOCUMENTED_EFFECTS}
-    import torch
-
+    for m, (gates_kept, ev_kept, exp_kept) in (keep_effects or {}).items():
+        g, ev, exp = effects.setdefault(m, ({}, {}, {}))
+        for key, bound in gates_kept.items():
+            metric = key.removesuffix("_effect")
+            if key not in g:
+                g[key] = bound
+                ev[metric] = ev_kept.get(metric, {})
+                if key in exp_kept:
+                    exp[key] = exp_kept[key]
     seconds = time.perf_counter() - t0
+    fit = next((d.multiplier for d in tables.values() if d.multiplier), None)
     meta = {
         "command": command, "dataset": ds_name, "profile": gate_profile, "rule": rule.describe(),
         "false_alarm_budget": rule.alpha_run, "confidence": rule.confidence,
-        "bounds": sum(bounds_count(d) for d in tables.values()),
+        "bounds": sum(bounds_count(d) for d in tables.values()), "run_bounds": per_run,
+        **({"multiplier": fit} if fit else {}),
         "seeds": sorted({r["seed"] for r in results}), "threads": sorted({r["threads"] for r in results}),
         "runs": [f"s{r['seed']}/t{r['threads']}" for r in results],
-        "machine": machine(), "torch": str(torch.__version__), "regime": _common_regime(results),
-        "date": dt.date.today().isoformat(),
+        "machine": results[0].get("machine") or machine(), "torch": results[0].get("torch") or str(torch.__version__),
+        "regime": _common_regime(results), "date": results[0].get("date") or dt.date.today().isoformat(),
         "seconds": round(seconds, 1), "measured_seconds": round(sum(r.get("seconds", 0) for r in results), 1),
     }
     from ..io import atomic_write_text
@@ -104,4 +137,4 @@ def _common_regime(results: list[dict]) -> dict:
 
 __all__ = ["ALPHA_RUN", "COVERAGE", "CONFIDENCE", "bounds_count", "SIGNIFICANT", "STORED", "Derived", "Rule", "Task", "calibrate",
            "derive", "derive_effects", "derive_metric", "machine", "render", "round_out", "run_task",
-           "run_tasks", "stored", "tolerance_factor"]
+           "run_tasks", "stored", "tolerance_factor", "write_tables"]

@@ -1,8 +1,9 @@
-"""The stated rule: a one-sided normal tolerance bound on the scale where a metric's spread is
-well-behaved, a guard band beyond the most extreme calibration run, and a stability screen that
-sends a metric no rule can bound to the report instead of a gate (docs/verdicts.md says why).
+"""The stated rule: a bound on the scale where a metric's spread is well-behaved, at a multiplier of
+its spread read off the calibration's own leave-one-seed-out residuals, a guard band beyond the
+most extreme calibration run, and a stability screen that sends a metric no rule can bound to
+the report instead of a gate (docs/verdicts.md says why).
 
-For a metric with values x_1..x_n over the calibration runs (n_s seeds):
+For a metric with values x_1..x_n over the calibration runs (n_s seeds, each at 1 and 2 threads):
 
     t = T(x)                                    the metric's scale (``SCALES``)
     bound = T^-1(mean(t) -/+ k * max(sd(t), T'(mean) * quantum))
@@ -10,13 +11,23 @@ For a metric with values x_1..x_n over the calibration runs (n_s seeds):
 
 * ``T``: logit of the smoothed share for shares (x + q/2) / (1 + q), q the share's step (1/N);
   log(x + max(q, 0.005)) for error measures (ECE, Brier, loss, set sizes); sqrt(x + 3/8) for
-  counts (Anscombe); atanh for correlations; the raw value for differences.
-* ``k`` is the one-sided normal tolerance factor: with confidence ``confidence`` (95%), at least
-  ``coverage`` of the runs of this recipe on the reference arithmetic (a new seed, 1 or 2
-  threads) lie on the passing side. Computed with the number of *seeds* as n (the 1- and
-  2-thread runs of one seed share its data subset and initialisation).
-* ``coverage`` = 1 - alpha / (bounds checked in a run), alpha the family-wise false-alarm budget
-  of a whole default run (``ALPHA_RUN``, 5%): Bonferroni over every bound of every model.
+  counts (Anscombe); atanh for correlations; the raw value for differences and for the
+  accuracy of a class (a metric may name its scale; a share bounded raw whose bound would leave
+  [0, 1] is bounded on the logit scale instead).
+* ``k`` = q * sqrt(1 + 1/n_s): q the multiplier a new run's standardised residual stays under
+  with probability ``coverage``, read off the law of the calibration's own residuals
+  (``tail_multiplier``): each run of each seed against the mean and sd of the *other* seeds'
+  runs (leave one seed out: the 1- and 2-thread runs of one seed share its data subset and
+  initialisation, so the seed is the unit), oriented so that each bound's failing side is
+  positive, pooled over every bound; a generalised Pareto law fitted to the residuals beyond
+  ``TAIL_FROM`` (peaks over a threshold: the tail as measured, not as a normal law assumes), its
+  quantile at the per-bound tail, taken at the upper ``confidence`` point of a bootstrap over
+  seeds (the fit's error in the pooled quantile). Where the pool is too small for
+  a tail fit (fewer than ``MIN_SEEDS_FOR_TAIL`` seeds or ``MIN_EXCEEDANCES`` residuals beyond
+  the threshold), k is the one-sided normal tolerance factor over n_s seeds instead.
+* ``coverage`` = 1 - alpha / (bounds checked in a run), alpha the false-alarm budget of a whole
+  default run (``ALPHA_RUN``, 5%): Bonferroni over every bound a run checks (the baseline's and
+  one candidate's).
 """
 
 from __future__ import annotations
@@ -42,6 +53,12 @@ MAX_BOUNDARY_SHARE = 0.1  # more of the runs at an end of the metric's range (a 
 MAX_ROBUST_Z = 6.0  # a run this many robust sd (1.4826 MAD) from the median on the metric's scale (a normal
 #                     sample of 24 runs goes that far with probability 0.002: 20,000 simulated samples)
 SCALES = ("logit", "log", "sqrt", "fisher", "linear")
+TAIL_FROM = 2.0  # residuals beyond this (in sd) feed the tail fit: the top ~5% of a normal pool
+MIN_EXCEEDANCES = 50  # a tail fit needs at least this many residuals beyond TAIL_FROM
+MIN_SEEDS_FOR_TAIL = 10  # and this many seeds (a bootstrap over 6 seeds has 462 distinct resamples: it says
+#                          little, and the fit's q varied 8-24 over simulated 6-seed calibrations)
+TAIL_BOOTSTRAP = 400  # resamples of the seeds for the fit's confidence
+TAIL_SEED = 20261207  # the bootstrap's generator: the same multiplier from the same evidence
 
 
 def tolerance_factor(n: int, coverage: float = COVERAGE, confidence: float = CONFIDENCE) -> float:
@@ -155,32 +172,100 @@ def screen(values, metric, scale: Scale, labels: list[str] | None = None) -> str
     return None
 
 
+def loso_residuals(values, seeds, scale: Scale) -> np.ndarray:
+    """Each run's standardised residual against the other seeds' runs: (t - mean) / (max(sd,
+    one quantum) * sqrt(1 + 1/(m - 1))), m the seeds; NaN where the others show no spread."""
+    t = scale.to(values)
+    seeds = np.asarray(seeds)
+    distinct = np.unique(seeds)
+    out = np.full(len(t), np.nan)
+    if len(distinct) < 3:
+        return out
+    step = scale.step(float(np.mean(values)))
+    for s in distinct:
+        other = t[seeds != s]
+        sd = max(float(other.std(ddof=1)), step)
+        if sd > 0:
+            out[seeds == s] = (t[seeds == s] - other.mean()) / (sd * math.sqrt(1 + 1 / (len(distinct) - 1)))
+    return out
+
+
+def _tail_quantile(r: np.ndarray, tail: float) -> float | None:
+    """The residual exceeded with probability ``tail`` on the failing side (``r`` oriented so that
+    a bound's failing side is positive), from a generalised Pareto fit to the residuals beyond
+    ``TAIL_FROM``; None with too few of them."""
+    from scipy import stats
+
+    a = r[np.isfinite(r)]
+    y = a[a > TAIL_FROM] - TAIL_FROM
+    if len(y) < MIN_EXCEEDANCES:
+        return None
+    zeta = len(y) / len(a)
+    p = tail / zeta
+    if p >= 1:  # the quantile lies below the threshold: read it off the residuals themselves
+        return float(np.quantile(a, 1 - tail))
+    xi, _, sigma = stats.genpareto.fit(y, floc=0)
+    return TAIL_FROM + float(stats.genpareto.ppf(1 - p, xi, scale=sigma))
+
+
+def tail_multiplier(residuals: np.ndarray, seeds, tail: float, confidence: float = CONFIDENCE) -> dict | None:
+    """q for a per-bound one-sided ``tail``: ``residuals`` (runs x bounds, oriented so that each
+    bound's failing side is positive, NaN where undefined) pooled, the generalised Pareto quantile
+    at the upper ``confidence`` point of a bootstrap over seeds (whole seeds resampled: a seed's
+    runs and metrics move together; it covers the fit's error in the pooled quantile). None where
+    the evidence is too thin for a tail fit (the tolerance factor is used then)."""
+    seeds = np.asarray(seeds)
+    distinct = np.unique(seeds)
+    if len(distinct) < MIN_SEEDS_FOR_TAIL:
+        return None
+    point = _tail_quantile(residuals.ravel(), tail)
+    if point is None:
+        return None
+    rng = np.random.default_rng(TAIL_SEED)
+    rows = [np.flatnonzero(seeds == s) for s in distinct]
+    qs = []
+    for _ in range(TAIL_BOOTSTRAP):
+        pick = np.concatenate([rows[i] for i in rng.integers(0, len(rows), len(rows))])
+        q = _tail_quantile(residuals[pick].ravel(), tail)
+        if q is not None:
+            qs.append(q)
+    a = residuals[np.isfinite(residuals)]
+    return {"q": stored(float(np.quantile(qs, confidence)) if qs else point), "point": stored(point),
+            "tail": tail, "residuals": int(a.size), "beyond": int((a > TAIL_FROM).sum()),
+            "seeds": int(len(distinct)), "largest": stored(float(a.max()))}
+
+
 @dataclass(frozen=True)
 class Rule:
     confidence: float = CONFIDENCE
     alpha_run: float = ALPHA_RUN
 
     def describe(self) -> str:
-        return (f"on each metric's scale (logit of a share, log of an error measure, sqrt of a count): mean -/+ k * "
-                f"max(sd, one quantum), k the one-sided normal tolerance factor over the number of seeds at "
-                f"{self.confidence:.0%} confidence for the per-bound coverage 1 - {self.alpha_run:g} / (bounds "
-                f"checked in a run); at least {GUARD} quanta beyond the most extreme run; rounded outward to "
-                f"{SIGNIFICANT} significant digits")
+        return (f"on each metric's scale (logit of a share, log of an error measure, sqrt of a count, raw for a "
+                f"class's accuracy unless that bound leaves [0, 1]): mean -/+ k * max(sd, one quantum), k = q * sqrt(1 + 1/seeds), q the "
+                f"multiplier a new run's leave-one-seed-out residual stays under with probability 1 - "
+                f"{self.alpha_run:g} / (bounds checked in a run): the generalised Pareto tail of the calibration's "
+                f"own residuals beyond {TAIL_FROM:g} sd, at the upper {self.confidence:.0%} point of a bootstrap over "
+                f"seeds (the one-sided normal tolerance factor where too few residuals lie in the tail); at least "
+                f"{GUARD} quanta beyond the most extreme run; rounded outward to {SIGNIFICANT} significant digits")
 
     def bound(self, values, side: str, n_seeds: int, quantum: float = 0.0, scale: str = "linear",
-              coverage: float = COVERAGE) -> tuple[float | None, dict]:
+              coverage: float = COVERAGE, k: float | None = None) -> tuple[float | None, dict]:
         """(bound, evidence) for one side ("min" or "max") of a metric's values on ``scale``; the
-        bound is None when the values cannot support one (no spread and no quantum)."""
+        bound is None when the values cannot support one (no spread and no quantum). ``k``: the
+        multiplier of the sd (``tail_multiplier``'s q * sqrt(1 + 1/seeds)); default the normal
+        tolerance factor over ``n_seeds``."""
         v = np.asarray(values, dtype=np.float64)
         quantum = stored(quantum)
         T = Scale(scale, quantum)
         t = T.to(v)
         sd_t = float(t.std(ddof=1)) if len(v) > 1 else 0.0
-        k = tolerance_factor(n_seeds, coverage, self.confidence)
+        multiplier = "tolerance" if k is None else "tail"
+        k = stored(tolerance_factor(n_seeds, coverage, self.confidence) if k is None else k)
         mean = float(v.mean())
         ev = {"n": int(len(v)), "seeds": int(n_seeds), "mean": stored(mean),
               "sd": stored(float(v.std(ddof=1)) if len(v) > 1 else 0.0), "quantum": quantum, "scale": scale,
-              "coverage": coverage, "k": stored(k), "min": float(v.min()), "max": float(v.max()),
+              "coverage": coverage, "k": k, "multiplier": multiplier, "min": float(v.min()), "max": float(v.max()),
               "values": [float(x) for x in v]}
         used = max(sd_t, T.step(mean))
         if used == 0:
@@ -190,3 +275,27 @@ class Rule:
         guard = float(v.min()) - GUARD * quantum if side == "min" else float(v.max()) + GUARD * quantum
         raw = min(raw, guard) if side == "min" else max(raw, guard)
         return round_out(raw, side), ev
+
+
+def mean_bound(evidence: dict, side: str, seeds: int) -> float | None:
+    """The bound on the mean of ``seeds`` new runs (each a new seed) from a calibrated bound's
+    evidence: the same rule with the predictive spread of a mean, sd * sqrt(1/seeds + 1/n_s) in
+    place of sd * sqrt(1 + 1/n_s) (k / sqrt(1 + 1/n_s) is the residuals' q), at least GUARD
+    quanta from the calibration's mean; None where the evidence cannot give one (a bound set by
+    hand, a policy bound kept, or the tolerance factor's, which has no q)."""
+    ev = evidence or {}
+    if seeds <= 1 or ev.get("multiplier") != "tail" or "values" not in ev or "policy_bound" in ev:
+        return None
+    n = int(ev["seeds"])
+    T = Scale(ev["scale"], ev.get("quantum", 0.0))
+    v = np.asarray(ev["values"], dtype=np.float64)
+    t = T.to(v)
+    used = max(float(t.std(ddof=1)), T.step(float(v.mean())))
+    q = float(ev["k"]) / math.sqrt(1 + 1 / n)
+    spread = q * used * math.sqrt(1 / seeds + 1 / n)
+    raw = T.back(float(t.mean()) - spread if side == "min" else float(t.mean()) + spread)
+    guard = float(v.mean()) - GUARD * float(ev.get("quantum", 0.0)) if side == "min" else \
+        float(v.mean()) + GUARD * float(ev.get("quantum", 0.0))
+    raw = min(raw, guard) if side == "min" else max(raw, guard)
+    return round_out(raw, side)
+

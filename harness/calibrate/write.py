@@ -75,7 +75,10 @@ def render(meta: dict, dataset: str, profile: str, tables: dict[str, Derived],
         if d.expected:
             entries[EXPECTED_FAILURES] = d.expected
         lines += _table(head, entries)
-        lines += _table(f"{head}.evidence", d.evidence)
+        kept = {name: {"n": len(v), "values": v, "quantum": d.unbounded_quanta.get(name, 0.0), "unbounded": True}
+                for name, v in d.unbounded_values.items()
+                if v and all(x is not None and math.isfinite(x) for x in v)}  # what a later rule can start from
+        lines += _table(f"{head}.evidence", {**d.evidence, **kept})
         if model in effects and effects[model][0]:
             gates, evidence, expected = effects[model]
             rel = dict(gates)
