@@ -101,6 +101,18 @@ def _calibrate(args) -> int:
 
     from . import calibrate
 
+    if args.rederive:
+        from .calibrate.rederive import rederive
+
+        target = Path(args.rederive)
+        summary = rederive(target, [Path(p) for p in args.with_tables], Path(args.out) if args.out else target,
+                           Path(args.gates), calibrate.Rule(args.confidence, args.false_alarm_budget))
+        for model, d in summary["tables"].items():
+            print(f"{model}: {calibrate.bounds_count(d)} bounds, {len(d.unbounded)} left unbounded")
+        print(f"wrote {args.out or target} (multiplier {summary['meta'].get('multiplier')})")
+        return 0
+    if not args.dataset:
+        raise ValueError("calibrate needs --dataset (or --rederive TABLE.toml)")
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     threads = args.thread_counts
     if args.seeds < 2:
@@ -128,6 +140,36 @@ def _calibrate(args) -> int:
                   f"across seeds [{ev['seed_ci'][0]:+.4g}, {ev['seed_ci'][1]:+.4g}]: "
                   f"{'held' if ev['held_across_seeds'] else 'NOT held'}")
     print(f"wrote {out} in {summary['seconds']:.0f}s ({len(summary['results'])} runs)")
+    return 0
+
+
+def _power(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .audit import power
+    from .io import atomic_write_text
+
+    try:
+        first, _, last = args.seeds.partition("-")
+        seeds = list(range(int(first), int(last or first) + 1))
+        sources = [(Path(d).expanduser(), int(t), seeds) for d, _, t in (m.rpartition(":") for m in args.models)]
+    except ValueError:
+        print(f"--seeds {args.seeds} / --models {args.models}: give --seeds A-B and --models DIR:THREADS",
+              file=sys.stderr)
+        return 2
+    for d, _, _ in sources:
+        if not d.is_dir():
+            print(f"--models {d}: no such model cache folder", file=sys.stderr)
+            return 2
+    profile = flags.resolve_profile(args.profile, "cpu")
+    result = power.measure(args.dataset, profile, sources, Path(args.gates), tuple(args.model or ["baseline"]),
+                           progress=lambda line: print(line, file=sys.stderr))
+    summaries = [power.summarise(result, int(n)) for n in args.group.split(",")]
+    out = Path(args.out)
+    atomic_write_text(out / "power.json", json.dumps({"result": result, "summaries": summaries}) + "\n")
+    atomic_write_text(out / "power.md", power.render(result, summaries, f"{args.dataset} {profile}"))
+    print((out / "power.md").read_text())
     return 0
 
 
@@ -208,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     flags.declare(k.add_argument, ("dataset", "profile", "seeds", "first-seed", "thread-counts", "candidate",
                                    "recipe-file", "imbalance", "image-size", "arch", "gates", "data-root", "cache-dir",
                                    "autoattack"),
-                  dataset={"default": None, "required": True}, profile={"default": "smoke"},
+                  dataset={"default": None}, profile={"default": "smoke"},
                   seeds={"default": 12, "help": "training seeds (default 12; at least 5 for useful bounds)"},
                   cache_dir={"help": "model cache root (each thread count trains into its own threads-<t> folder)"})
     k.add_argument("--false-alarm-budget", type=flags.probability("the false-alarm budget"), default=0.05,
@@ -220,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--jobs", type=flags.positive_int, default=None, help="runs at a time (default: cores / threads)")
     k.add_argument("--skip-baseline", action="store_true", help="measure the baseline (the candidates' effects pair with "
                    "it) but do not write its table (a calibration of more seeds writes it)")
+    k.add_argument("--rederive", metavar="TABLE.toml", help="run nothing: derive TABLE's bounds again by the current "
+                   "rule from the values of every run its evidence keeps (written to --out, default TABLE itself)")
+    k.add_argument("--with", dest="with_tables", action="append", default=[], metavar="TABLE.toml",
+                   help="with --rederive: a table of the same runs holding models TABLE pairs with (its baseline)")
     k.set_defaults(func=_calibrate)
 
     a = sub.add_parser("audit", help="false alarms of the shipped gates (the main command on uncalibrated seeds at 1 and "
@@ -245,6 +291,20 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--compare-gates", metavar="OLD.toml", help="also check the planted defects against this gates file "
                    "(detection limits before and after a change of rule)")
     a.set_defaults(func=_audit)
+
+    w = sub.add_parser("power", help="power of the gates: graded defects planted at evaluation in cached sound models "
+                       "(nothing trained), the detection rate per defect and strength with its interval")
+    flags.declare(w.add_argument, ("dataset", "profile", "gates"), profile={"default": "smoke"})
+    w.add_argument("--models", action="append", required=True, metavar="DIR:THREADS",
+                   help="a model cache and the CPU thread count its models were trained at (repeatable): held-out "
+                        "models, e.g. DIR/cache-t2-reference:2 of an audit's --keep-models DIR (a calibration's own "
+                        "models, ~/.cache/cnn-stress/models/threads-2:2, give an in-sample figure, said so)")
+    w.add_argument("--seeds", required=True, metavar="A-B", help="the seeds of the models in each cache, e.g. 1000-1011")
+    w.add_argument("--model", action="append", default=None, help="which models of each seed (default: baseline)")
+    w.add_argument("--group", default="1", metavar="N[,N...]",
+                   help="judge the models one at a time (1) and as --seeds N judges a recipe (default 1; e.g. 1,3,6)")
+    w.add_argument("--out", default="reports/power", help="folder for power.md and power.json")
+    w.set_defaults(func=_power)
 
     r = sub.add_parser("report", help="rebuild index.html, summary.md and figures of a run from its results.json")
     r.add_argument("run_dir")

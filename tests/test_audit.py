@@ -1,4 +1,4 @@
-"""The audit (harness/audit.py): its exact bound on a false-alarm rate, per-gate tallies against
+"""The audit (harness/audit/): its exact bound on a false-alarm rate, per-gate tallies against
 the rule's predicted tail, and detection limits now and with an older gates file."""
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ def test_false_alarms_are_tallied_per_gate_and_set_beside_the_predicted_tail(mon
     fa = audit.false_alarms("fashion-mnist", [2000, 2001, 2002], [1, 2], tmp_path, progress=lambda _: None,
                             variants=("reference", "bf16"), variant_seeds=1)
     assert len(fa["runs"]) == 7 and [r["variant"] for r in fa["runs"]].count("bf16") == 1  # bf16 at 2 threads only
-    assert fa["runs_with_false_alarms"] == 1 and fa["upper_95"] == pytest.approx(audit.upper_bound(1, 7))
+    assert fa["runs_with_false_alarms"] == 1 and fa["upper_95"] == pytest.approx(audit.upper_bound(1, 6))
+    assert fa["reference_runs"] == 6 and fa["variant_runs"] == 1  # the bf16 run is not in the rate
     assert fa["per_gate"]["baseline: ece_max"] == {"checked": 6, "failed": 1}  # the reference runs
     text = audit.render(fa, None, [], {"dataset": "d", "profile": "smoke", "date": "x", "machine": "m", "torch": "t",
                                        "seeds": "2000-2002", "threads": "1, 2",
                                        "predicted": {"g.toml": {"budget": 0.05, "bounds": 100, "per_bound": 5e-4}}})
-    assert "**1 of 7 runs** raised a false alarm" in text and "2001 | 2 |" in text and "2000 (bf16)" in text
+    assert "**1 of 6 runs** raised a false alarm" in text and "Other regimes: 0 of 1 runs" in text and "2001 | 2 |" in text and "2000 (bf16)" in text
     assert "| baseline: ece_max | 6 | 1 | 0.003 |" in text  # observed, against 6 reference runs x 5e-4
     assert "a run to raise any false alarm at most 5% of the time (observed: 1 of 6)" in text
 
