@@ -154,8 +154,8 @@ class ModelEvaluation:
         profile and stressed images of every kind, the battery's settings where it is decided by
         them, and what the kind itself declares (``Kind.context``)."""
         k = kinds.get(kind)
-        if k.per_dataset:
-            return {"data": self.data.fingerprint}
+        if k.per_dataset:  # what the kind declares decides it too (a new batch of images, by its files)
+            return {"data": self.data.fingerprint, **(k.context(self) if k.context else {})}
         s = self.settings
         ctx = {"data": self.data.fingerprint, "device": self.device.type, "profile": s.profile,
                "stress_samples": s.stress_samples, "published": sorted(s.published or {}),

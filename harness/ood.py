@@ -117,6 +117,7 @@ def sets(data, data_root=None, own: str | Path | None = None, n: int = OOD_IMAGE
 # ============================================================================ out of distribution?
 
 NEAR_DUPLICATE_SHARE_MAX = 0.01  # a set with more of its images near-duplicates of test images is not OOD
+MIN_OWN_IMAGES = 50  # an --ood set of one's own: fewer images give an AUROC too coarse to gate
 INLIER_SHARE_MAX = 0.10  # ... nor one with more of its images inliers (see ``screen``)
 MIXING_SHARE_MAX = 0.20  # ... whose images also mix with the test images (see ``screen``)
 REFERENCE_IMAGES = 1000  # test images whose nearest other test image sets the inlier threshold

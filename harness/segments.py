@@ -147,8 +147,12 @@ def read_metadata(path: str | Path, test_names: tuple[str, ...] | None, n_test: 
     if not p.is_file():
         raise MetadataError(f"--segment-metadata {str(path)!r}: no such file; give a CSV with an 'id' or a "
                             "'path' column and one column per property")
-    with p.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        with p.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise MetadataError(f"--segment-metadata {p}: not a CSV text file ({type(exc).__name__}: {exc}); give a "
+                            "UTF-8 CSV with an 'id' or a 'path' column") from None
     if not rows:
         raise MetadataError(f"{p}: no rows; give a header line and one row per test image")
     header = list(rows[0])
@@ -159,16 +163,16 @@ def read_metadata(path: str | Path, test_names: tuple[str, ...] | None, n_test: 
     columns = [c for c in header if c != key and c]
     if not columns:
         raise MetadataError(f"{p}: only the {key!r} column; add a column per property to segment by")
-    position: dict[str, int] = {}
+    at: list[int] = []  # each row's test position
     if key == "id":
         for r in rows:
             try:
-                i = int(r["id"])
+                i = int(r["id"])  # "007" is 7
             except (TypeError, ValueError):
                 raise MetadataError(f"{p}: id {r['id']!r} is not a whole number (a test position)") from None
             if not 0 <= i < n_test:
                 raise MetadataError(f"{p}: id {i} is outside the test split (0-{n_test - 1})")
-            position[str(i)] = i
+            at.append(i)
     else:
         if not test_names:
             raise MetadataError(f"{p}: keyed by 'path', but this dataset's test images have no file names; key "
@@ -181,10 +185,13 @@ def read_metadata(path: str | Path, test_names: tuple[str, ...] | None, n_test: 
             if r["path"] not in names:
                 raise MetadataError(f"{p}: path {r['path']!r} is not a test image of this dataset (such as "
                                     f"{test_names[0]!r})")
-            position[r["path"]] = names[r["path"]]
+            at.append(names[r["path"]])
     found = np.full(n_test, -1)
-    for r_i, r in enumerate(rows):
-        found[position[r[key]]] = r_i
+    for r_i, i in enumerate(at):
+        if found[i] >= 0:  # two rows for one image: which one holds would be chance
+            raise MetadataError(f"{p}: rows {found[i] + 2} and {r_i + 2} both describe test image "
+                                f"{test_names[i] if test_names else f'id {i}'}: give each image one row")
+        found[i] = r_i
     missing = np.flatnonzero(found < 0)
     if len(missing):
         raise MetadataError(f"{p}: {len(missing)} of {n_test} test images have no row (the first: "

@@ -283,3 +283,12 @@ def test_a_single_valued_option_given_twice_is_refused():
     with pytest.raises(argparse.ArgumentError, match=r"--ood: given twice \(a and b\)"):
         p.parse_args(["--ood", "a", "--ood", "b"])
     assert p.parse_args(["--ood", "a", "--ood", "a"]).ood == "a"  # the same value twice is harmless
+
+
+def test_a_binary_cases_file_names_the_option(tmp_path):
+    from fixtures.options import options_from
+
+    f = tmp_path / "cases.bin"
+    f.write_bytes(bytes(range(256)))
+    with pytest.raises(ValueError, match=r"--cases-file .*cases\.bin: not a UTF-8 text file"):
+        options_from(_suite_option(dataset="fashion-mnist", cases_file=str(f)))

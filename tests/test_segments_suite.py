@@ -82,6 +82,11 @@ def test_a_darker_batch_of_new_images_fails_the_shift_gate(pytester, monkeypatch
     test = "test_property_shift[fashion-mnist-baseline-new_images_shifted_properties]"
     assert test in failed, out
     assert re.search(r"new_images_shifted_properties=\d > max 0 " + SRC, failed[test]), failed[test]
+    # the same cache, another batch: measured again, never served the dark batch's properties
+    same = pytester.path / "same.npz"
+    np.savez(same, x=world(n_train=10, n_test=600, seed=5)[2][:, None])
+    result, out, failed = _suite(pytester, monkeypatch, "--baseline-only", "--new-images", str(same))
+    assert test not in failed and re.search(re.escape(test) + r".* PASSED", out), out
     bad = pytester.path / "meta.csv"
     bad.write_text("id,source\n0,a\n")
     result, out, _ = _suite(pytester, monkeypatch, "--baseline-only", "--segment-metadata", str(bad))

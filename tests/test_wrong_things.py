@@ -472,3 +472,41 @@ def test_a_test_split_copied_from_the_training_split_is_refused(tmp_path):
     other[:3] = x[:3]  # a few duplicates: measured by the leakage family, not refused
     np.savez(tmp_path / "some.npz", x_train=x, y_train=y, x_test=other, y_test=y[:20])
     check_held_out(custom_data.load(str(tmp_path / "some.npz")))
+
+
+def test_metadata_rows_twice_for_an_image_padded_ids_and_binary_files_are_clear_errors(tmp_path):
+    """Duplicate ids were accepted (the last row won); zero-padded ids ended in an INTERNALERROR; a
+    binary file gave a raw decoder message naming no option."""
+    from harness.segments import MetadataError, read_metadata
+
+    csv = tmp_path / "m.csv"
+    csv.write_text("id,source\n" + "".join(f"{i},a\n" for i in range(4)) + "2,b\n")
+    with pytest.raises(MetadataError, match="rows 4 and 6 both describe test image id 2: give each image one row"):
+        read_metadata(csv, None, 4)
+    csv.write_text("id,source\n000,a\n001,b\n002,a\n003,b\n")  # zero-padded: the same positions
+    assert list(read_metadata(csv, None, 4)["source"]) == ["a", "b", "a", "b"]
+    csv.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(MetadataError, match=r"--segment-metadata .*m\.csv: not a CSV text file"):
+        read_metadata(csv, None, 4)
+
+
+def test_an_own_ood_set_that_is_the_test_split_or_too_small_is_refused(tmp_path):
+    """--ood pointing at the test images themselves passed (AUROC 0.5 >= 0.5), and a one-image set
+    was gated: the set is screened like the built-in ones, and needs 50 images."""
+    from harness import ood
+
+    rng = np.random.default_rng(0)
+    test = rng.integers(0, 255, (8, 16, 16), dtype=np.uint8)
+    np.savez(tmp_path / "one.npz", x=test[:1])
+    with pytest.raises(ValueError, match=r"--ood .*one\.npz: 1 image\(s\); .* give at least 50 images"):
+        _plan(tmp_path, n_train=200, ood=str(tmp_path / "one.npz")).validate()
+    plan = _plan(tmp_path, n_train=200)
+    same = np.repeat(plan.data.test_x.numpy()[:, 0], 8, axis=0)  # the test split itself, repeated to 64 images
+    np.savez(tmp_path / "same.npz", x=same)
+    with pytest.raises(ValueError, match=r"--ood .*same\.npz: not out of distribution for mine: .*near-duplicates"):
+        _plan(tmp_path, n_train=200, ood=str(tmp_path / "same.npz")).validate()
+    noise = np.full((60, 16, 16), 0, np.uint8)
+    noise[:, ::2] = 255  # stripes: nothing like the test images
+    np.savez(tmp_path / "stripes.npz", x=noise)
+    _plan(tmp_path, n_train=200, ood=str(tmp_path / "stripes.npz")).validate()
+    assert ood.MIN_OWN_IMAGES == 50

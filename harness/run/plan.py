@@ -325,7 +325,16 @@ class Plan:
         if self.options.ood:  # one's own OOD set: read now (a missing or unreadable one is a usage error, once)
             from .. import ood
 
-            ood.load_own(self.options.ood, self.data.image_shape, 1)
+            own = ood.load_own(self.options.ood, self.data.image_shape)
+            if len(own) < ood.MIN_OWN_IMAGES:
+                raise ValueError(f"--ood {self.options.ood}: {len(own)} image(s); an AUROC or a mean confidence on fewer "
+                                 f"than {ood.MIN_OWN_IMAGES} says little and would be gated: give at least "
+                                 f"{ood.MIN_OWN_IMAGES} images")
+            found = ood.screen(own, self.data.test_x)  # screened like the built-in sets: it must be out of distribution
+            if not found["ood"]:
+                raise ValueError(f"--ood {self.options.ood}: not out of distribution for {self.dataset_name}: "
+                                 f"{found['why']}. An OOD set must be images of none of the classes (is it the test "
+                                 "split, or a copy of it?)")
         if self.options.new_images:  # the same for the weak-segment inputs
             from ..segments import load_new_images
 
