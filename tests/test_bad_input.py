@@ -333,9 +333,10 @@ def test_environment_faults_are_one_usage_error_naming_the_option(pytester, monk
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert result.stderr.str().count("--report-dir afile is a file, not a folder") == 1
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
-    result = pytester.runpytest_subprocess(*args, "--image-size", "0", "--no-report")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR and "--image-size: invalid positive_int value" not in \
-        result.stderr.str() and "0: give 1 or more" in result.stderr.str()
+    for size in ("0", "100000"):  # 100000 ended in a raw allocator message
+        result = pytester.runpytest_subprocess(*args, "--image-size", size, "--no-report")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR and "invalid image_size value" not in \
+            result.stderr.str() and f"{size}: give a size from 8 to 1024 pixels a side" in result.stderr.str()
 
 
 def _record(run: Path, **run_fields) -> Path:

@@ -292,3 +292,32 @@ def test_a_binary_cases_file_names_the_option(tmp_path):
     f.write_bytes(bytes(range(256)))
     with pytest.raises(ValueError, match=r"--cases-file .*cases\.bin: not a UTF-8 text file"):
         options_from(_suite_option(dataset="fashion-mnist", cases_file=str(f)))
+
+
+def test_an_interrupted_run_does_not_advise_adding_bounds(pytester, monkeypatch):
+    """Ctrl-C before any gate was checked said "NO GATE CHECKED ... Add bounds": it says the run
+    was interrupted."""
+    from planted import CONFTEST, write_idx_world
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    shutil.copytree(ROOT / "stress_tests", pytester.path / "stress_tests", ignore=shutil.ignore_patterns("__pycache__"))
+    pytester.makeconftest(CONFTEST.format(tests=str(ROOT / "tests")) + '''
+from harness.run import book as _book
+
+
+def _interrupt(self, test, model, *args, **kwargs):  # Ctrl-C once the model is evaluated, before its gate
+    self.run.evaluation(model)
+    raise KeyboardInterrupt
+
+
+_book.GateBook.check_absolute = _interrupt
+''')
+    write_idx_world(pytester.path / "data", n_train=300, n_test=200)
+    (pytester.path / "g.toml").write_text("[fashion-mnist.smoke.default]\naccuracy_min = 0.5\n")
+    result = pytester.runpytest_subprocess("stress_tests/test_accuracy.py", "--baseline-only", "--data-root", "data",
+                                           "--gates", "g.toml", "--report-dir", "r", "-p", "no:cacheprovider",
+                                           timeout=300)
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.INTERRUPTED, out
+    assert "NO GATE CHECKED" not in out and "Add bounds" not in out
+    assert "NOT CHECKED baseline: the run was interrupted before its gates were checked" in out, out

@@ -38,6 +38,17 @@ def _int(text: str, what: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r}: {what} is a whole number") from None
 
 
+MAX_IMAGE_SIZE = 1024  # pixels a side: a dataset of larger images needs far more memory than this harness plans for
+
+
+def image_size(text: str) -> int:
+    v = _int(text, "an image size")
+    if not 8 <= v <= MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"{text}: give a size from 8 to {MAX_IMAGE_SIZE} pixels a side (every image "
+                                         "is resized to N x N and held in memory)")
+    return v
+
+
 def positive_int(text: str) -> int:
     v = _int(text, "it")
     if v < 1:
@@ -112,7 +123,7 @@ def _options() -> dict[str, dict]:
         # the data
         "dataset": dict(default="fashion-mnist", help=f"{DATASET_HELP} (default: fashion-mnist)"),
         "datasets": dict(default=None, help="the registry of named datasets of one's own (default: ./datasets.toml)"),
-        "image-size": dict(type=positive_int, default=None,
+        "image-size": dict(type=image_size, default=None,
                            help="resize every image of one's own dataset to N x N (required when their sizes differ)"),
         "flip-invariant": dict(action="store_true",
                                help="one's own dataset: a horizontal flip keeps every class (enables the flip test)"),
