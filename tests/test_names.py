@@ -321,3 +321,45 @@ _book.GateBook.check_absolute = _interrupt
     assert result.ret == pytest.ExitCode.INTERRUPTED, out
     assert "NO GATE CHECKED" not in out and "Add bounds" not in out
     assert "NOT CHECKED baseline: the run was interrupted before its gates were checked" in out, out
+
+
+def test_a_cache_that_cannot_be_written_stops_the_model_once(pytester, monkeypatch):
+    """A full cache disk retrained the model once per test (15 times, thousands of lines of
+    tracebacks): it is trained once, fails its first test saying why, and its other tests skip."""
+    from planted import write_idx_world
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("CNN_STRESS_CACHE", str(pytester.path / "cache"))
+    monkeypatch.setenv("TRAININGS", str(pytester.path / "trainings.txt"))
+    shutil.copytree(ROOT / "stress_tests", pytester.path / "stress_tests", ignore=shutil.ignore_patterns("__pycache__"))
+    pytester.makeconftest('''
+import errno
+import os
+pytest_plugins = ["fixtures.plugin"]
+from harness import cache, train
+
+_fit = train.Trainer.fit
+
+
+def _counted(self):
+    with open(os.environ["TRAININGS"], "a") as f:
+        f.write(self.recipe.name + "\\n")
+    return _fit(self)
+
+
+def _full(path, payload):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+train.Trainer.fit = _counted
+cache.save_entry = _full
+''')
+    write_idx_world(pytester.path / "data", n_train=300, n_test=200)
+    (pytester.path / "g.toml").write_text("[fashion-mnist.smoke.default]\naccuracy_min = 0.3\n")
+    result = pytester.runpytest_subprocess("stress_tests/test_accuracy.py", "--baseline-only", "--data-root", "data",
+                                           "--gates", "g.toml", "--no-report", "-p", "no:cacheprovider", timeout=600)
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, out
+    assert (pytester.path / "trainings.txt").read_text().split() == ["baseline"]  # trained once
+    assert out.count("cannot be written (No space left on device)") <= 3 and "INTERNALERROR" not in out, out
+    assert "baseline COULD NOT BE KEPT" in out and "Traceback" not in out

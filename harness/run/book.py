@@ -233,7 +233,8 @@ class GateBook:
         """What a worker checked, for the controller that writes the run's one report (JSON: the
         controller reads it without pickle)."""
         return {"gate_records": [r.to_state() for r in self.records], "test_outcomes": self.test_outcomes,
-                "unbounded": self._unbounded, "diverged": self.run.diverged, "evaluated": self.run.trained}
+                "unbounded": self._unbounded, "diverged": self.run.diverged, "unavailable": sorted(self.run.unavailable),
+                "evaluated": self.run.trained}
 
     def merge(self, state: dict) -> None:
         """Add a worker's state (``worker_state``) to this book's (and its run's)."""
@@ -243,6 +244,7 @@ class GateBook:
             seen = self._unbounded.setdefault(model, [])
             seen.extend(m for m in names if m not in seen)
         self.run.diverged.update(state["diverged"])
+        self.run.unavailable.update(state.get("unavailable", []))
 
 
 def seed_effect(gate: Gate, d: dict, reference: float) -> Outcome:

@@ -34,6 +34,7 @@ class Run:
     store: EvidenceStore | None = None  # evidence shared with the run's other processes (pytest-xdist)
     started: float = field(default_factory=time.time)
     diverged: dict[str, str] = field(default_factory=dict)
+    unavailable: set[str] = field(default_factory=set)  # of ``diverged``: trained but not kept (a full cache)
     diverged_reported: dict[str, str] = field(default_factory=dict)  # model -> the test that failed with why
     fixed: set[str] = field(default_factory=set)  # models the harness did not train (checkpoints, the hook)
     _evaluations: dict[str, ModelEvaluation] = field(default_factory=dict)
@@ -60,6 +61,10 @@ class Run:
     def trained(self) -> list[str]:
         """The models evaluated in this run so far, in run order."""
         return [m for m in self.plan.models if m in self._evaluations]
+
+    def failure(self, name: str) -> str:
+        """What stopped a model in ``diverged``: its training diverged, or it could not be kept."""
+        return "could not be kept" if name in self.unavailable else "diverged"
 
     def evaluation(self, name: str) -> ModelEvaluation:
         if name in self.diverged:
@@ -132,6 +137,17 @@ class Run:
             except train.TrainingDiverged as exc:
                 self.diverged[name] = str(exc)
                 raise
+            except OSError as exc:  # a full or read-only cache: said once, not trained again by every test
+                import errno
+
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                    raise
+                where = plan.options.cache_dir or "the model cache (~/.cache/cnn-stress/models or $CNN_STRESS_CACHE)"
+                self.diverged[name] = (f"{name} could not be kept: {where} cannot be written ({exc.strerror}), so "
+                                       "every test would train it again. Free space there, or give --cache-dir a "
+                                       "folder that can be written")
+                self.unavailable.add(name)
+                raise train.TrainingDiverged(self.diverged[name]) from None
         self.fixed.add(name)
         model = model.to(plan.device).eval()
         logits = {s: evaluate.logits_of(model, self.data.split(s)[0], plan.device) for s in ("val", "test")}
