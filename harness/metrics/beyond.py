@@ -134,7 +134,7 @@ def _register_pooled(group: str, sets: str) -> None:
 
 
 _register_pooled("far", "noise, blank, flat frames, shuffled tiles")
-_register_pooled("near", "digits, the sibling CIFAR, your --ood set")
+_register_pooled("near", "digits, the sibling CIFAR, --ood")
 
 
 # reported, not gated: 0 on most sound runs and heavy-tailed on the rest (docs/verdicts.md);
