@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from ..gates import MIN_EFFECT_SEEDS
 from .format import (  # noqa: F401
     DASH,
     Table,
@@ -94,7 +95,7 @@ def effect_evidence(record: dict, chk: dict) -> str:
         return (f"{chk['metric']} {fmt_change(chk['delta'], chk.get('ci'), kind)} over test images, fixed checkpoints "
                 f"({expect}: {_held(chk.get('held'))})")
     return (f"{chk['metric']} {fmt_change(chk['delta'], chk.get('ci'), kind)} over test images only, one training run: "
-            f"not decided ({expect}; train >= 3 seeds to decide)")
+            f"not decided ({expect}; --seeds {MIN_EFFECT_SEEDS} or more decides)")
 
 
 def held_effect(cmp: dict) -> str:
