@@ -166,19 +166,8 @@ def gate_values(session, model: str) -> tuple[dict[str, float], dict[str, object
     {gate key: the gate}), a gate key ``metric[label]_side``; not applicable ones left out."""
     book = session.book
     start = len(book.records)
-    checked_metrics: set[str] = set()
-    for gate in book.plan.gates.absolute(*book._key(), model).values():
-        if gate.metric in checked_metrics or not decided_by_predictions(gate.metric):
-            continue
-        checked_metrics.add(gate.metric)
-        per = metrics.get(gate.metric).per
-        if per is not None:
-            for label in book.plan.labels_of(per):
-                book.check_absolute("power", model, gate.metric, book.plan.label_index(per, label), label)
-        else:
-            book.check_absolute("power", model, gate.metric)
-    records = book.records[start:]
-    del book.records[start:]
+    records = book.check_every_bound(model, "power", decided_by_predictions)
+    del book.records[start:]  # measured for the power table, not records of a run
     values, gates = {}, {}
     for r in records:
         if r.outcome.checked:
@@ -194,14 +183,12 @@ def _fails(gate, value: float) -> bool:
     return not check(gate, value).passed
 
 
-def interval(hits: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) two-sided interval of a rate."""
-    from scipy.stats import beta
+def interval(hits: int, n: int) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) two-sided 95% interval of a rate (``segments.clopper_pearson``)."""
+    from ..segments import clopper_pearson
 
-    a = (1 - level) / 2
-    lo = 0.0 if hits == 0 else float(beta.ppf(a, hits, n - hits + 1))
-    hi = 1.0 if hits == n else float(beta.ppf(1 - a, hits + 1, n - hits))
-    return lo, hi
+    lo, hi = clopper_pearson(hits, n)
+    return float(lo), float(hi)
 
 
 def measure(dataset: str, profile: str, sources: list[tuple[Path, int, list[int]]], gates_path: Path,

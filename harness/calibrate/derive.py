@@ -126,6 +126,14 @@ def _metric_names(results: list[dict], model: str) -> list[str]:
     return list(results[0]["models"][model])
 
 
+def _series(results: list[dict], model: str, name: str) -> tuple[list, float]:
+    """A metric's values over the runs (None where it did not apply) and its quantum (the
+    coarsest step any run measured it at, as evidence stores it)."""
+    values = [r["models"][model].get(name) for r in results]
+    quanta = [r["quanta"][model][name] for r in results if name in r["quanta"][model]]
+    return values, stored(float(max(quanta)) if quanta else 0.0)
+
+
 def residual_pool(results: list[dict]) -> np.ndarray:
     """Every screened metric's leave-one-seed-out residuals (runs x bounds), oriented so that each
     bound's failing side is positive (a min bound's residuals negated; both sides of a metric with
@@ -135,12 +143,11 @@ def residual_pool(results: list[dict]) -> np.ndarray:
     cols = []
     for model in results[0]["models"]:
         for name in _metric_names(results, model):
-            values = [r["models"][model].get(name) for r in results]
+            values, quantum = _series(results, model, name)
             if any(v is None for v in values):
                 continue
             metric = metrics.get(name.split("[", 1)[0])
-            quanta = [r["quanta"][model].get(name, 0.0) for r in results if name in r["quanta"][model]]
-            T = Scale(scale_of(metric), stored(float(max(quanta)) if quanta else 0.0))
+            T = Scale(scale_of(metric), quantum)
             if screen(values, metric, T, labels) is None:
                 r = loso_residuals(values, seeds, T)
                 cols += [-r if side == "min" else r for side in _sides(metric)]
@@ -176,15 +183,14 @@ def derive(results: list[dict], rule: Rule, policy_for) -> dict[str, Derived]:
         for model in models:
             d = Derived(multiplier=fit)
             for name in _metric_names(results, model):
-                values = [r["models"][model].get(name) for r in results]
-                quanta = [r["quanta"][model].get(name, 0.0) for r in results if name in r["quanta"][model]]
+                values, quantum = _series(results, model, name)
                 metric = name.split("[", 1)[0]
-                bounds, ev, why, expected = derive_metric(name, values, quanta, n_seeds, rule,
+                bounds, ev, why, expected = derive_metric(name, values, [quantum], n_seeds, rule,
                                                           policy_for(model, metric), coverage, labels, k)
                 if why:
                     d.unbounded[name] = why
                     d.unbounded_values[name] = [None if v is None else float(v) for v in values]
-                    d.unbounded_quanta[name] = stored(float(max(quanta)) if quanta else 0.0)
+                    d.unbounded_quanta[name] = quantum
                     continue
                 d.evidence[name] = ev
                 for side, b in bounds.items():

@@ -126,14 +126,15 @@ class GateBook:
                 seen.append(name)
         return outcomes
 
-    def check_every_bound(self, model: str, test: str = "audit") -> list[GateRecord]:
+    def check_every_bound(self, model: str, test: str = "audit", only=None) -> list[GateRecord]:
         """Every absolute bound of ``model`` checked, every class of a per-class one: what the
-        stress tests check for it, without pytest (``harness.audit``)."""
+        stress tests check for it, without pytest (``harness.audit``); ``only(metric)``: those
+        metrics alone."""
         start = len(self.records)
         checked: set[str] = set()
         for gate in self.plan.gates.absolute(*self._key(), model).values():
-            if gate.metric in checked:  # both sides of a metric are checked together
-                continue
+            if gate.metric in checked or (only is not None and not only(gate.metric)):
+                continue  # both sides of a metric are checked together
             checked.add(gate.metric)
             per = metrics.get(gate.metric).per
             if per is not None:
